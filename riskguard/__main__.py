@@ -1,0 +1,5 @@
+"""``python -m riskguard`` runs the CLI."""
+
+from riskguard.cli import main
+
+main()

@@ -1,0 +1,210 @@
+"""``riskguard init``, ``doctor`` and ``demo``: set up a project and check it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from riskguard import db
+from riskguard._resources import default_dir
+from riskguard.cli._app import EXIT_FINDINGS, EXIT_OK, State, app
+from riskguard.config import Settings, load_settings
+from riskguard.context import Principal, RequestInfo, current_principal, request_context
+from riskguard.errors import ConfigError, RiskGuardError
+from riskguard.guard import Guard
+
+__all__ = ["Check", "render_config", "run_checks"]
+
+_CONFIG_NAME = "riskguard.toml"
+_COPIED = ("policies", "audit")
+
+
+def _toml_scalar(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Path):
+        value = value.as_posix()
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return None
+
+
+def render_config(settings: Settings | None = None) -> str:
+    """A commented ``riskguard.toml`` holding every key with its (default) value."""
+    s = settings or Settings()
+    out = [
+        "# riskguard configuration. Every key shows its default; relative paths are relative",
+        "# to this file. Environment overrides: RISKGUARD_<SECTION>__<KEY>.",
+    ]
+    for name in Settings.model_fields:
+        section = getattr(s, name)
+        if not isinstance(section, BaseModel):
+            continue
+        doc = (type(section).__doc__ or "").strip().splitlines()[0]
+        out += ["", f"# {doc}", f"[{name}]"]
+        for key in type(section).model_fields:
+            value = _toml_scalar(getattr(section, key))
+            out.append(f"{key} = {value}" if value is not None else f"# {key} = (unset)")
+    return "\n".join(out) + "\n"
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Project folder (default: here).")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Write riskguard.toml, policies/ and audit/ into a project and create the tables."""
+    directory = directory.resolve()
+    targets = [directory / _CONFIG_NAME, *(directory / n for n in _COPIED)]
+    existing = [t for t in targets if t.exists()]
+    if existing and not force:
+        names = ", ".join(t.name for t in existing)
+        raise ConfigError(
+            f"refusing to overwrite {names}",
+            path=directory,
+            hint="nothing was changed; pass --force to overwrite",
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in _COPIED:
+        dst = directory / name
+        if dst.exists():
+            shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+        shutil.copytree(default_dir(name), dst)
+    cfg = directory / _CONFIG_NAME
+    tmp = cfg.with_suffix(".toml.tmp")
+    tmp.write_text(render_config(), encoding="utf-8")
+    tmp.replace(cfg)
+    with Guard(load_settings(cfg)) as guard:
+        guard.create_schema()
+    typer.echo(f"wrote {cfg}, {', '.join(n + '/' for n in _COPIED)} and created the tables")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of ``riskguard doctor``."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def _check(name: str, fn: Callable[[], str]) -> Check:
+    try:
+        return Check(name, True, fn())
+    except RiskGuardError as exc:
+        return Check(name, False, str(exc))
+    except OSError as exc:
+        return Check(name, False, f"{type(exc).__name__}: {exc}")
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    """Every check ``doctor`` runs, in order; later checks are skipped when the DB is down."""
+    guard = Guard(settings)
+    checks = [Check("config", True, str(settings.source or "defaults (no riskguard.toml)"))]
+    try:
+        engine_check = _check("database driver", lambda: guard.engine.dialect.driver)
+        checks.append(engine_check)
+        if not engine_check.ok:
+            return checks
+
+        def reach() -> str:
+            with db.map_errors(guard.engine, "connecting"), guard.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return guard.engine.url.render_as_string(hide_password=True)
+
+        reach_check = _check("database reachable", reach)
+        checks.append(reach_check)
+        if not reach_check.ok:
+            return checks
+
+        def schema() -> str:
+            missing = db.missing_tables(guard.engine)
+            if missing:
+                raise RiskGuardError(
+                    f"missing tables {', '.join(missing)}: run `riskguard init` or "
+                    "Guard.create_schema()"
+                )
+            return f"{len(db.load_tables().tables)} tables present"
+
+        checks.append(_check("schema", schema))
+        for label, path in (
+            ("access model", settings.access.model),
+            ("access policy", settings.access.policy),
+        ):
+            checks.append(_check(label, lambda p=path: _exists(settings.resolve(p))))
+    finally:
+        guard.close()
+    return checks
+
+
+def _exists(path: Path) -> str:
+    if not path.is_file():
+        raise RiskGuardError(f"{path} does not exist")
+    return str(path)
+
+
+def _print_checks(checks: list[Check], as_json: bool) -> int:
+    ok = all(c.ok for c in checks)
+    if as_json:
+        typer.echo(json.dumps({"ok": ok, "checks": [c.__dict__ for c in checks]}))
+    else:
+        table = Table(title="riskguard doctor")
+        table.add_column("check")
+        table.add_column("status")
+        table.add_column("detail", overflow="fold")
+        for c in checks:
+            table.add_row(c.name, "[green]OK[/]" if c.ok else "[red]FAIL[/]", c.detail)
+        Console().print(table)
+    return EXIT_OK if ok else EXIT_FINDINGS
+
+
+@app.command()
+def doctor(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check the config, the database (reachable, schema) and the policy files."""
+    state: State = ctx.obj
+    settings = load_settings(state.config)
+    raise typer.Exit(_print_checks(run_checks(settings), as_json))
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Where to put the demo project (default: a temp folder)."),
+    ] = None,
+) -> None:
+    """Run riskguard end to end on a throw-away SQLite project."""
+    console = Console()
+    target = directory.resolve() if directory else Path(tempfile.mkdtemp(prefix="riskguard-demo-"))
+    console.rule("riskguard demo")
+    console.print(f"project folder: {target}")
+    if (target / _CONFIG_NAME).exists():
+        console.print("reusing the existing riskguard.toml")
+    else:
+        init(target, force=False)
+    settings = load_settings(target / _CONFIG_NAME)
+    principal = Principal("staff-7", type="staff", domain="platform", roles=("auditor",))
+    with request_context(principal, RequestInfo(client_ip="127.0.0.1")) as req:
+        who = current_principal()
+        console.print(f"request {req.request_id} acting as {who.subject if who else '-'}")
+    code = _print_checks(run_checks(settings), as_json=False)
+    if code != EXIT_OK:
+        raise typer.Exit(code)
+    console.print("[bold green]demo finished[/]")
