@@ -17,6 +17,7 @@ from loguru import logger as _logger
 from riskguard._version import __version__
 from riskguard.errors import (
     AccessDenied,
+    AuditError,
     ConfigError,
     DecryptionError,
     IntegrityError,
@@ -35,6 +36,7 @@ _logger.disable("riskguard")
 
 __all__ = [
     "AccessDenied",
+    "AuditError",
     "ConfigError",
     "DecryptionError",
     "Guard",

@@ -12,6 +12,7 @@
      ├── AccessDenied                   subject, domain, obj, act
      ├── PolicyError                    path, line
      ├── RuleError                      path, line
+     ├── AuditError                     an event cannot be recorded (bad or oversize details)
      ├── IntegrityError                 seq, kind
      └── RetentionError
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 __all__ = [
     "AccessDenied",
+    "AuditError",
     "ConfigError",
     "DecryptionError",
     "IntegrityError",
@@ -211,6 +213,13 @@ class RuleError(_FileLocated):
     """A fraud rule file is invalid."""
 
     code = "rule"
+
+
+class AuditError(RiskGuardError):
+    """An event cannot be recorded: malformed action or outcome, details that are not
+    JSON-serialisable or over the size cap. Nothing of the batch was appended."""
+
+    code = "audit"
 
 
 class IntegrityError(RiskGuardError):
