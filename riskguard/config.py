@@ -106,8 +106,10 @@ class AccessSettings(_Section):
 class AuditSettings(_Section):
     """``[audit]``: the hash-chained log and its signed checkpoints."""
 
-    log_id: str = "riskguard/audit"
-    signing_key: Path | None = Field(default=Path("keys/audit-signing.pem"), strict=False)
+    log_id: str = Field(default="riskguard/audit", pattern=r"^\S+$", max_length=255)
+    checkpoints: bool = True
+    signing_key: Path = Field(default=Path("keys/audit-signing.pem"), strict=False)
+    key_history: Path | None = Field(default=None, strict=False)
     checkpoint_every_events: int = Field(default=1000, ge=0)
     checkpoint_every_seconds: int = Field(default=3600, ge=0)
     witness_path: Path | None = Field(default=None, strict=False)

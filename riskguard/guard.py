@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from loguru import logger
 from sqlalchemy.engine import Engine
 
 from riskguard import db
 from riskguard.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from riskguard.audit import AuditLog, KeyHistory
 
 __all__ = ["Guard"]
 
@@ -30,6 +34,7 @@ class Guard:
         self.settings = settings if settings is not None else Settings()
         self._owns_engine = engine is None
         self._engine = engine
+        self._audit: AuditLog | None = None
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, *, engine: Engine | None = None) -> Guard:
@@ -57,6 +62,43 @@ class Guard:
             _log.debug("engine created for {}", self._engine.url.get_backend_name())
         return self._engine
 
+    def audit_keys(self) -> KeyHistory | None:
+        """The checkpoint keys ``[audit]`` names: the key history file when set, else the
+        signing key PEM; ``None`` when ``checkpoints = false``.
+
+        :raises ConfigError: a named key file is missing or invalid.
+        """
+        from riskguard.audit import KeyHistory, load_signing_key
+
+        a = self.settings.audit
+        if not a.checkpoints:
+            return None
+        if a.key_history is not None:
+            return KeyHistory.load(self.settings.resolve(a.key_history))
+        return KeyHistory(signing=[load_signing_key(self.settings.resolve(a.signing_key))])
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit log on riskguard's tables, configured from ``[audit]``.
+
+        :raises ConfigError: the signing key is missing or invalid (``riskguard audit keygen``
+            writes one; ``checkpoints = false`` records without checkpoints).
+        """
+        if self._audit is None:
+            from riskguard.audit import AuditLog, SqlStore
+
+            a = self.settings.audit
+            self._audit = AuditLog(
+                SqlStore(self.engine, a.log_id),
+                keys=self.audit_keys(),
+                checkpoint_every_events=a.checkpoint_every_events,
+                checkpoint_every_seconds=a.checkpoint_every_seconds,
+                witness_path=self.settings.resolve(a.witness_path) if a.witness_path else None,
+                max_details_bytes=a.max_details_bytes,
+                min_retention_days=a.min_retention_days,
+            )
+        return self._audit
+
     def create_schema(self) -> None:
         """Create riskguard's tables where missing.
 
@@ -69,6 +111,7 @@ class Guard:
         if self._engine is not None and self._owns_engine:
             self._engine.dispose()
             self._engine = None
+        self._audit = None
 
     def __enter__(self) -> Guard:
         return self

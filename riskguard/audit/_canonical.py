@@ -43,6 +43,7 @@ __all__ = [
 EVENT_VERSION = 1
 GENESIS_HASH = "0" * 64
 
+_encode_str = json.encoder.encode_basestring  # what the encoder below uses for str
 _dumps = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
 ).encode
@@ -96,20 +97,58 @@ def event_canonical(
     ``details_json`` is the details object already in canonical form (as stored), spliced in
     verbatim so that a stored row can be re-hashed without re-encoding its details.
     """
-    # Keys in sorted order; the fixed parts are written by hand, values by the encoder.
+    # Written by hand in sorted-key order: the generic encoder costs ~8 us an event, this
+    # ~2 us. Strings go through the encoder's own string function, so the bytes are the
+    # same; members of an unexpected shape fall back to the generic encoder.
     return (
-        '{"action":' + _dumps(action)
-        + ',"actor":' + _dumps(actor)
+        '{"action":' + _str(action)
+        + ',"actor":' + _actor(actor)
         + ',"details":' + details_json
-        + ',"id":' + _dumps(id)
-        + ',"outcome":' + _dumps(outcome)
-        + ',"prev_hash":"' + prev_hash
-        + '","reason":' + _dumps(reason)
-        + ',"request_id":' + _dumps(request_id)
-        + ',"resource":' + _dumps(resource)
+        + ',"id":' + _str(id)
+        + ',"outcome":' + _str(outcome)
+        + ',"prev_hash":' + _str(prev_hash)
+        + ',"reason":' + _str(reason)
+        + ',"request_id":' + _str(request_id)
+        + ',"resource":' + _resource(resource)
         + ',"seq":' + str(int(seq))
-        + ',"ts":"' + ts
-        + '","v":' + str(EVENT_VERSION) + "}"
+        + ',"ts":' + _str(ts)
+        + ',"v":' + str(EVENT_VERSION) + "}"
+    )  # fmt: skip
+
+
+_ACTOR_KEYS = frozenset(("id", "ip", "roles", "tenant", "type"))
+_RESOURCE_KEYS = frozenset(("id", "tenant", "type"))
+
+
+def _str(v: Any) -> str:
+    if v is None:
+        return "null"
+    if type(v) is str:
+        return _encode_str(v)
+    return _dumps(v)
+
+
+def _actor(a: dict[str, Any] | None) -> str:
+    if a is None:
+        return "null"
+    roles = a.get("roles")
+    if a.keys() != _ACTOR_KEYS or type(roles) is not list:
+        return _dumps(a)
+    return (
+        '{"id":' + _str(a["id"]) + ',"ip":' + _str(a["ip"])
+        + ',"roles":[' + ",".join([_str(r) for r in roles])
+        + '],"tenant":' + _str(a["tenant"]) + ',"type":' + _str(a["type"]) + "}"
+    )  # fmt: skip
+
+
+def _resource(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "null"
+    if r.keys() != _RESOURCE_KEYS:
+        return _dumps(r)
+    return (
+        '{"id":' + _str(r["id"]) + ',"tenant":' + _str(r["tenant"])
+        + ',"type":' + _str(r["type"]) + "}"
     )  # fmt: skip
 
 

@@ -37,6 +37,7 @@ from riskguard.audit._canonical import format_ts, parse_ts
 from riskguard.errors import ConfigError
 
 __all__ = [
+    "ANY_NAME",
     "Checkpoint",
     "CheckpointError",
     "KeyHistory",
@@ -49,6 +50,10 @@ __all__ = [
 ]
 
 _DASH = "\u2014 "
+# A TrustedKey named ANY_NAME (a bare PEM public key) matches a signature under any key
+# name whose signed-note key id it reproduces: the id binds name and key, and the signature
+# is still checked against the key.
+ANY_NAME = "*"
 _NAME_RE = re.compile(r"^[^\s+]+$")
 _MAX_NOTE_BYTES = 64 * 1024
 _MAX_SIGS = 16
@@ -87,7 +92,8 @@ class TrustedKey:
     not_after: datetime | None = None
 
     def __post_init__(self) -> None:
-        _check_name(self.name)
+        if self.name != ANY_NAME:
+            _check_name(self.name)
 
     @property
     def key_id(self) -> bytes:
@@ -113,7 +119,7 @@ class TrustedKey:
 
         :raises ValueError: malformed, not Ed25519, or the key id does not match.
         """
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 2)
         if len(parts) != 3:
             raise ValueError("a verifier key is name+keyid+base64")
         name, kid, b64 = parts
@@ -126,8 +132,9 @@ class TrustedKey:
         return key
 
     @classmethod
-    def from_pem(cls, pem: bytes, name: str, **window: datetime | None) -> TrustedKey:
-        """A trusted key from a PEM public (or private) key.
+    def from_pem(cls, pem: bytes, name: str = ANY_NAME, **window: datetime | None) -> TrustedKey:
+        """A trusted key from a PEM public (or private) key. Without ``name`` it matches
+        signatures under whatever key name they carry (the key id still has to match).
 
         :raises ValueError: not an Ed25519 key.
         """
@@ -332,13 +339,18 @@ class SignedCheckpoint:
             trusted key valid at the checkpoint's time signed it (``unknown_key``).
         """
         body = self.checkpoint.body().encode()
-        by_id = {(k.name, k.key_id): k for k in trusted}
+        by_id = {(k.name, k.key_id): k for k in trusted if k.name != ANY_NAME}
+        anonymous = [k for k in trusted if k.name == ANY_NAME]
         good: list[str] = []
         known_out_of_window: list[str] = []
         for name, kid, sig in self.signatures():
             key = by_id.get((name, kid))
             if key is None:
-                continue
+                raw = [_raw_public(k.public_key) for k in anonymous]
+                found = [k for k, r in zip(anonymous, raw, strict=True) if _key_id(name, r) == kid]
+                if not found:
+                    continue
+                key = found[0]
             try:
                 key.public_key.verify(sig, body)
             except InvalidSignature:

@@ -72,9 +72,14 @@ class PendingEvent:
     details_json: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AuditEvent:
-    """One event as the log holds it. ``details_json`` is the canonical details text."""
+    """One event as the log holds it. ``details_json`` is the canonical details text.
+
+    Treat it as read-only: changing a field does not change the log, only this copy (and
+    makes :meth:`compute_hash` disagree with ``hash``). Not frozen because sealing builds
+    one per appended event and a frozen dataclass costs twice as much to create.
+    """
 
     seq: int
     id: str

@@ -40,6 +40,12 @@ __all__ = ["AuditLog"]
 _log = logger.bind(component="audit")
 
 
+class _Batch(list[PendingEvent]):
+    """The events queued by one :meth:`AuditLog.batch` block."""
+
+    poisoned = False
+
+
 class AuditLog:
     """The tamper-evident audit log.
 
@@ -78,7 +84,7 @@ class AuditLog:
         self.max_details_bytes = max_details_bytes
         self.min_retention_days = min_retention_days
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._batch: contextvars.ContextVar[list[PendingEvent] | None] = contextvars.ContextVar(
+        self._batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar(
             f"riskguard_audit_batch_{id(self)}", default=None
         )
 
@@ -135,11 +141,16 @@ class AuditLog:
         :raises AuditError: the event is malformed; nothing is appended.
         :raises StorageError: the store failed; nothing is appended.
         """
-        pending = self.event(
-            action, outcome, resource=resource, reason=reason, details=details,
-            actor=actor, subject=subject,
-        )  # fmt: skip
         queue = self._batch.get()
+        try:
+            pending = self.event(
+                action, outcome, resource=resource, reason=reason, details=details,
+                actor=actor, subject=subject,
+            )  # fmt: skip
+        except AuditError:
+            if queue is not None:
+                queue.poisoned = True  # the batch lands whole or not at all
+            raise
         if queue is not None:
             queue.append(pending)
             return pending
@@ -160,17 +171,23 @@ class AuditLog:
     def batch(self) -> Iterator[list[PendingEvent]]:
         """Queue every :meth:`record` in the block (in this context) and append them as one
         batch when it ends, also when it ends with an exception (the events of a failed
-        request matter). Nested blocks join the outer batch."""
-        if self._batch.get() is not None:
-            yield self._batch.get() or []
+        request matter). A batch lands whole or not at all: if any of its events was
+        refused (:class:`AuditError`), none is appended. Nested blocks join the outer
+        batch."""
+        outer = self._batch.get()
+        if outer is not None:
+            yield outer
             return
-        queue: list[PendingEvent] = []
+        queue = _Batch()
         token = self._batch.set(queue)
         try:
             yield queue
         finally:
             self._batch.reset(token)
-            self.append(queue)
+            if queue.poisoned:
+                _log.warning("audit batch of {} events dropped: one was refused", len(queue))
+            else:
+                self.append(queue)
 
     # -- checkpoints --------------------------------------------------------------------
 
@@ -394,7 +411,10 @@ class AuditLog:
             details={"through_seq": m, "archive_sha256": digest, "archive": out.name},
         )
         rec = self.store.prune(m, pending)
-        self._maybe_checkpoint(self.store.head())
+        # A checkpoint after the prune record binds the anchor at m: without one, a
+        # verifier could not tell this prune from events deleted by hand.
+        if self.keys is not None and self.keys.signers_at(self._clock()):
+            self._checkpoint(force=True)
         return rec
 
 

@@ -125,7 +125,7 @@ class Frontier:
 
     @classmethod
     def from_text(cls, text: str) -> Frontier:
-        """Parse :meth:`to_text`.
+        """Parse :meth:`to_text` (strictly: only the exact text it writes).
 
         :raises ValueError: malformed text.
         """
@@ -133,7 +133,12 @@ class Frontier:
         hashes = [bytes.fromhex(h) for h in rest.split(",")] if rest else []
         if any(len(h) != 32 for h in hashes):
             raise ValueError("frontier hashes must be 32 bytes")
-        return cls(int(size_s), hashes)
+        frontier = cls(int(size_s), hashes)
+        # int() and bytes.fromhex() also take "00", " 0", "_", upper case and spaces; an
+        # export header (which is not signed) must not change and still verify.
+        if frontier.to_text() != text:
+            raise ValueError("frontier text is not in canonical form")
+        return frontier
 
     def copy(self) -> Frontier:
         """An independent copy."""

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from riskguard.audit._canonical import GENESIS_HASH, canonical_json, format_ts
 from riskguard.audit._checkpoint import SignedCheckpoint, parse_checkpoint
 from riskguard.audit._event import AuditEvent, PendingEvent
-from riskguard.audit._merkle import Frontier
+from riskguard.audit._merkle import Frontier, node_hash
 from riskguard.audit._store import (
     STORED_LEVEL,
     Head,
@@ -171,6 +171,8 @@ class SqlStore:
         self.log_id = log_id
         self._kind = engine_kind(engine)
         self._ensured = False
+        self._insert_sql: str | None = None
+        self._positional = False
 
     # -- head ---------------------------------------------------------------------------
 
@@ -255,7 +257,7 @@ class SqlStore:
     ) -> tuple[list[AuditEvent], Head]:
         events, nodes, new_head = extend_chain(head, pending)
         if events:
-            conn.execute(event_table.insert(), [event_values(e) for e in events])
+            self._insert_events(conn, events)
         if nodes:
             conn.execute(
                 node_table.insert(),
@@ -263,6 +265,37 @@ class SqlStore:
             )
         self._write_head(conn, new_head)
         return events, new_head
+
+    def _insert_events(self, conn: Connection, events: list[AuditEvent]) -> None:
+        # One driver-level executemany: SQLAlchemy's per-row parameter processing would
+        # cost more than hashing the events does.
+        if self._insert_sql is None:
+            d = self.engine.dialect
+            prep = d.identifier_preparer
+            cols = [c.name for c in event_table.columns]
+            style = d.paramstyle
+            marks = {"qmark": "?", "format": "%s", "numeric": None}.get(style, "")
+            if marks is None or style not in ("qmark", "format", "pyformat", "named"):
+                self._insert_sql = ""  # an unusual driver: let SQLAlchemy do it
+            else:
+                if style == "pyformat":
+                    values = ", ".join(f"%({c})s" for c in cols)
+                elif style == "named":
+                    values = ", ".join(f":{c}" for c in cols)
+                else:
+                    values = ", ".join([marks] * len(cols))
+                self._positional = style in ("qmark", "format")
+                self._insert_sql = (
+                    f"INSERT INTO {prep.format_table(event_table)} "
+                    f"({', '.join(prep.quote(c) for c in cols)}) VALUES ({values})"
+                )
+        rows = [event_values(e) for e in events]
+        if not self._insert_sql:
+            conn.execute(event_table.insert(), rows)
+        elif self._positional:
+            conn.exec_driver_sql(self._insert_sql, [tuple(r.values()) for r in rows])
+        else:
+            conn.exec_driver_sql(self._insert_sql, rows)
 
     def append(self, pending: Sequence[PendingEvent]) -> tuple[list[AuditEvent], Head]:
         self._ensure_head()
@@ -361,6 +394,10 @@ class SqlStore:
         leaves = conn.execute(
             sa.select(_E.hash).where(_E.seq > lo, _E.seq <= lo + (1 << level)).order_by(_E.seq)
         ).scalars().all()  # fmt: skip
+        if len(leaves) < 1 << level and level > 0:
+            # It straddles a prune: its pruned half is an anchor node (see prune()).
+            return node_hash(self._perfect(conn, level - 1, 2 * index),
+                             self._perfect(conn, level - 1, 2 * index + 1))  # fmt: skip
         return subtree_from_leaves(level, index, list(leaves))
 
     def perfect(self, level: int, index: int) -> bytes:

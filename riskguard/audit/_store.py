@@ -228,6 +228,10 @@ class MemoryStore:
         lo = index << level
         leaves = [self._events[s].hash for s in range(lo + 1, lo + (1 << level) + 1)
                   if s in self._events]  # fmt: skip
+        if len(leaves) < 1 << level and level > 0:
+            # It straddles a prune: its pruned half is an anchor node (see prune()).
+            return node_hash(self.perfect(level - 1, 2 * index),
+                             self.perfect(level - 1, 2 * index + 1))  # fmt: skip
         return subtree_from_leaves(level, index, leaves)
 
     def checkpoint(

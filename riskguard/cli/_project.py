@@ -18,8 +18,9 @@ from rich.table import Table
 from riskguard import db
 from riskguard._resources import default_dir
 from riskguard.cli._app import EXIT_FINDINGS, EXIT_OK, State, app
+from riskguard.cli._audit import write_signing_key
 from riskguard.config import Settings, load_settings
-from riskguard.context import Principal, RequestInfo, current_principal, request_context
+from riskguard.context import Principal, RequestInfo, request_context
 from riskguard.errors import ConfigError, RiskGuardError
 from riskguard.guard import Guard
 
@@ -88,9 +89,15 @@ def init(
     tmp = cfg.with_suffix(".toml.tmp")
     tmp.write_text(render_config(), encoding="utf-8")
     tmp.replace(cfg)
-    with Guard(load_settings(cfg)) as guard:
+    settings = load_settings(cfg)
+    key = settings.resolve(settings.audit.signing_key)
+    wrote_key = not key.exists()
+    if wrote_key:
+        write_signing_key(key)
+    with Guard(settings) as guard:
         guard.create_schema()
-    typer.echo(f"wrote {cfg}, {', '.join(n + '/' for n in _COPIED)} and created the tables")
+    extra = f", the audit signing key {key}" if wrote_key else ""
+    typer.echo(f"wrote {cfg}, {', '.join(n + '/' for n in _COPIED)}{extra} and created the tables")
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,15 @@ def run_checks(settings: Settings) -> list[Check]:
             return f"{len(db.load_tables().tables)} tables present"
 
         checks.append(_check("schema", schema))
+
+        def signing() -> str:
+            keys = guard.audit_keys()
+            if keys is None:
+                return "checkpoints disabled ([audit] checkpoints = false)"
+            names = ", ".join(k.name for k in keys.signing) or "none (verify-only host)"
+            return f"checkpoint signing keys: {names}"
+
+        checks.append(_check("audit signing key", signing))
         for label, path in (
             ("access model", settings.access.model),
             ("access policy", settings.access.policy),
@@ -183,6 +199,46 @@ def doctor(
     raise typer.Exit(_print_checks(run_checks(settings), as_json))
 
 
+def _demo_audit(console: Console, settings: Settings, target: Path) -> None:
+    """Serve a few O2O requests into the audit log, then verify, export and prove it."""
+    from riskguard.audit import TrustedKey, verify_export
+    from riskguard.types import ResourceRef
+
+    with Guard(settings) as guard:
+        log = guard.audit
+        staff = Principal("agent-7", type="staff", domain="platform", roles=("cs_agent",))
+        customer = Principal("u-1001", type="user", domain="m-88", roles=("customer",))
+        for who, action, outcome, res in (
+            (customer, "auth.login", "success", None),
+            (customer, "coupon.redeem", "success", ResourceRef("coupon", "c-9", "m-88")),
+            (staff, "access.decision", "allow", ResourceRef("customer.phone", "u-1001")),
+            (staff, "pii.read", "success", ResourceRef("customer", "u-1001")),
+            (customer, "access.decision", "deny", ResourceRef("order", "o-2", "m-88")),
+        ):
+            with request_context(who, RequestInfo(client_ip="127.0.0.1")), log.batch():
+                log.record(action, outcome, resource=res, details={"demo": True})
+        signed = log.checkpoint()
+        console.print(f"audit: {log.head().seq} events, checkpoint at size "
+                      f"{signed.checkpoint.tree_size} signed by "
+                      f"{', '.join(n for n, _, _ in signed.signatures())}")  # fmt: skip
+        report = log.verify()
+        console.print(f"audit verify (database): {'intact' if report.ok else report.detail}")
+        export = target / "audit-export.jsonl"
+        log.export(export)
+        pub = TrustedKey.from_pem(
+            settings.resolve(settings.audit.signing_key).read_bytes(), "audit-signing"
+        )
+        offline = verify_export(export, [pub])
+        console.print(f"audit verify --file {export.name}: "
+                      f"{'intact' if offline.ok else offline.detail}")  # fmt: skip
+        proof = log.prove(2)
+        ok = proof.verify(signed.checkpoint.root)
+        console.print(f"inclusion proof for seq 2: {len(proof.to_bytes())} bytes, "
+                      f"{'valid' if ok else 'INVALID'} against the signed root")  # fmt: skip
+        if not (report.ok and offline.ok and ok):
+            raise typer.Exit(EXIT_FINDINGS)
+
+
 @app.command()
 def demo(
     directory: Annotated[
@@ -200,10 +256,7 @@ def demo(
     else:
         init(target, force=False)
     settings = load_settings(target / _CONFIG_NAME)
-    principal = Principal("staff-7", type="staff", domain="platform", roles=("auditor",))
-    with request_context(principal, RequestInfo(client_ip="127.0.0.1")) as req:
-        who = current_principal()
-        console.print(f"request {req.request_id} acting as {who.subject if who else '-'}")
+    _demo_audit(console, settings, target)
     code = _print_checks(run_checks(settings), as_json=False)
     if code != EXIT_OK:
         raise typer.Exit(code)
