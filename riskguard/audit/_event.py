@@ -7,12 +7,13 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from riskguard.audit._canonical import (
     canonical_json,
+    canonical_parts,
     chain_hash,
     check_json_value,
     event_canonical,
@@ -59,7 +60,11 @@ class PlainDetails:
 
 @dataclass(frozen=True, slots=True)
 class PendingEvent:
-    """An event not yet in the log (no ``seq`` or hashes yet)."""
+    """An event not yet in the log (no ``seq`` or hashes yet).
+
+    ``parts`` is its canonical text around ``prev_hash`` and ``seq`` (see
+    :func:`~riskguard.audit._canonical.canonical_parts`), built once when it is recorded.
+    """
 
     id: str
     ts: str
@@ -70,6 +75,15 @@ class PendingEvent:
     reason: str | None
     request_id: str | None
     details_json: str
+    parts: tuple[str, str, str] = field(default=("", "", ""), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.parts[0]:
+            object.__setattr__(self, "parts", canonical_parts(
+                id=self.id, ts=self.ts, action=self.action, outcome=self.outcome,
+                actor=self.actor, resource=self.resource, reason=self.reason,
+                request_id=self.request_id, details_json=self.details_json,
+            ))  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -149,19 +163,8 @@ class AuditEvent:
     @classmethod
     def seal(cls, pending: PendingEvent, seq: int, prev_hash: str) -> AuditEvent:
         """Give ``pending`` its place in the chain."""
-        canonical = event_canonical(
-            id=pending.id,
-            seq=seq,
-            ts=pending.ts,
-            action=pending.action,
-            outcome=pending.outcome,
-            actor=pending.actor,
-            resource=pending.resource,
-            reason=pending.reason,
-            request_id=pending.request_id,
-            details_json=pending.details_json,
-            prev_hash=prev_hash,
-        )
+        prefix, middle, suffix = pending.parts
+        canonical = prefix + '"' + prev_hash + '"' + middle + str(seq) + suffix
         return cls(
             seq,
             pending.id,

@@ -37,7 +37,16 @@ from riskguard.audit._verify import Row
 from riskguard.db import engine_kind, map_errors, metadata, write_transaction
 from riskguard.errors import ConfigError, StorageError
 
-__all__ = ["SqlStore", "checkpoint_table", "event_table", "head_table", "node_table"]
+__all__ = [
+    "SqlStore",
+    "checkpoint_table",
+    "event_table",
+    "event_tuple",
+    "event_values",
+    "head_table",
+    "node_table",
+    "row_event",
+]
 
 _LONG_TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
@@ -96,6 +105,16 @@ checkpoint_table = sa.Table(
 )
 
 _E = event_table.c
+# Prebuilt statements with bound parameters: one compiled form each, reused per append.
+_HEAD_COLS = ("seq", "head_hash", "frontier")
+_MORE_COLS = ("checkpoint_size", "checkpoint_at", "pruned_through", "anchor_hash",
+              "anchor_frontier")  # fmt: skip
+_HEAD_UPDATES = {
+    chain_only: head_table.update()
+    .where(head_table.c.id == 1)
+    .values({c: sa.bindparam(c) for c in (_HEAD_COLS if chain_only else _HEAD_COLS + _MORE_COLS)})
+    for chain_only in (True, False)
+}
 _PAGE = 5000
 
 
@@ -122,6 +141,21 @@ def event_values(ev: AuditEvent) -> dict[str, Any]:
         "prev_hash": ev.prev_hash,
         "hash": ev.hash,
     }
+
+
+def event_tuple(ev: AuditEvent) -> tuple[Any, ...]:
+    """:func:`event_values` as a tuple in the table's column order."""
+    a, r = ev.actor, ev.resource
+    if a is None:
+        a_id = a_type = a_tenant = a_roles = a_ip = None
+    else:
+        a_id, a_type, a_tenant, a_ip = a["id"], a["type"], a["tenant"], a["ip"]
+        a_roles = canonical_json(a["roles"])
+    r_type, r_id, r_tenant = (None, None, None) if r is None else (r["type"], r["id"], r["tenant"])
+    return (
+        ev.seq, ev.id, ev.ts, ev.action, ev.outcome, a_id, a_type, a_tenant, a_roles, a_ip,
+        r_type, r_id, r_tenant, ev.reason, ev.request_id, ev.details_json, ev.prev_hash, ev.hash,
+    )  # fmt: skip
 
 
 def row_event(row: Any) -> AuditEvent:
@@ -172,7 +206,6 @@ class SqlStore:
         self._kind = engine_kind(engine)
         self._ensured = False
         self._insert_sql: str | None = None
-        self._positional = False
 
     # -- head ---------------------------------------------------------------------------
 
@@ -229,21 +262,19 @@ class SqlStore:
             anchor_frontier=Frontier.from_text(row.anchor_frontier),
         )
 
-    def _write_head(self, conn: Connection, head: Head) -> None:
-        conn.execute(
-            head_table.update()
-            .where(head_table.c.id == 1)
-            .values(
-                seq=head.seq,
-                head_hash=head.hash,
-                frontier=head.frontier.to_text(),
+    def _write_head(self, conn: Connection, head: Head, *, chain_only: bool = False) -> None:
+        values: dict[str, Any] = {
+            "seq": head.seq, "head_hash": head.hash, "frontier": head.frontier.to_text(),
+        }  # fmt: skip
+        if not chain_only:
+            values.update(
                 checkpoint_size=head.checkpoint_size,
                 checkpoint_at=head.checkpoint_at,
                 pruned_through=head.pruned_through,
                 anchor_hash=head.anchor_hash,
                 anchor_frontier=head.anchor_frontier.to_text(),
             )
-        )
+        conn.execute(_HEAD_UPDATES[chain_only], values)
 
     def head(self) -> Head:
         self._ensure_head()
@@ -253,7 +284,12 @@ class SqlStore:
     # -- writes -------------------------------------------------------------------------
 
     def _append_locked(
-        self, conn: Connection, head: Head, pending: Sequence[PendingEvent]
+        self,
+        conn: Connection,
+        head: Head,
+        pending: Sequence[PendingEvent],
+        *,
+        chain_only: bool = True,
     ) -> tuple[list[AuditEvent], Head]:
         events, nodes, new_head = extend_chain(head, pending)
         if events:
@@ -263,39 +299,28 @@ class SqlStore:
                 node_table.insert(),
                 [{"level": lv, "idx": i, "hash": h.hex()} for lv, i, h in nodes],
             )
-        self._write_head(conn, new_head)
+        # An append moves only the chain; checkpoint() and prune() write the other columns.
+        self._write_head(conn, new_head, chain_only=chain_only)
         return events, new_head
 
     def _insert_events(self, conn: Connection, events: list[AuditEvent]) -> None:
-        # One driver-level executemany: SQLAlchemy's per-row parameter processing would
-        # cost more than hashing the events does.
+        # One driver-level executemany of tuples: SQLAlchemy's per-row parameter
+        # processing would cost more than hashing the events does.
         if self._insert_sql is None:
             d = self.engine.dialect
+            mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(d.paramstyle)
             prep = d.identifier_preparer
-            cols = [c.name for c in event_table.columns]
-            style = d.paramstyle
-            marks = {"qmark": "?", "format": "%s", "numeric": None}.get(style, "")
-            if marks is None or style not in ("qmark", "format", "pyformat", "named"):
-                self._insert_sql = ""  # an unusual driver: let SQLAlchemy do it
-            else:
-                if style == "pyformat":
-                    values = ", ".join(f"%({c})s" for c in cols)
-                elif style == "named":
-                    values = ", ".join(f":{c}" for c in cols)
-                else:
-                    values = ", ".join([marks] * len(cols))
-                self._positional = style in ("qmark", "format")
-                self._insert_sql = (
-                    f"INSERT INTO {prep.format_table(event_table)} "
-                    f"({', '.join(prep.quote(c) for c in cols)}) VALUES ({values})"
-                )
-        rows = [event_values(e) for e in events]
-        if not self._insert_sql:
-            conn.execute(event_table.insert(), rows)
-        elif self._positional:
-            conn.exec_driver_sql(self._insert_sql, [tuple(r.values()) for r in rows])
+            cols = ", ".join(prep.quote(c.name) for c in event_table.columns)
+            self._insert_sql = (
+                f"INSERT INTO {prep.format_table(event_table)} ({cols}) "
+                f"VALUES ({', '.join([mark] * len(event_table.columns))})"
+                if mark
+                else ""  # an unusual driver: let SQLAlchemy bind the parameters
+            )
+        if self._insert_sql:
+            conn.exec_driver_sql(self._insert_sql, [event_tuple(e) for e in events])
         else:
-            conn.exec_driver_sql(self._insert_sql, rows)
+            conn.execute(event_table.insert(), [event_values(e) for e in events])
 
     def append(self, pending: Sequence[PendingEvent]) -> tuple[list[AuditEvent], Head]:
         self._ensure_head()
@@ -357,7 +382,7 @@ class SqlStore:
             head = replace(
                 head, pruned_through=through, anchor_hash=anchor_hash, anchor_frontier=anchor
             )
-            events, _ = self._append_locked(conn, head, [pending])
+            events, _ = self._append_locked(conn, head, [pending], chain_only=False)
             return events[0]
 
     # -- reads --------------------------------------------------------------------------

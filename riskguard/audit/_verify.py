@@ -32,6 +32,7 @@ from itertools import islice
 
 from riskguard.audit._canonical import GENESIS_HASH, canonical_json, chain_hash
 from riskguard.audit._checkpoint import (
+    Checkpoint,
     CheckpointError,
     SignedCheckpoint,
     TrustedKey,
@@ -186,6 +187,7 @@ def _classify(
         return e, "deleted", f"{r0.where}: seq {missing} missing (next present is seq {o0})"
     if (
         o0 == e - 1
+        and r0.hash != prev  # an exact copy of the row before: the copy is the damage
         and prev2 is not None
         and r0.prev_hash == prev2
         and (nxt is None or nxt.prev_hash == r0.hash)
@@ -234,6 +236,7 @@ class ChainVerifier:
         self.last_match = self.start_seq
         self.matched_max = -1
         self.mismatches: list[tuple[int, int, str]] = []
+        self.before: Frontier | None = None
         self.prune_seen = self.start_seq == 0
         if self.start_seq in self.by_size:
             self._check_size()
@@ -261,6 +264,8 @@ class ChainVerifier:
 
     def good(self, hash_hex: str) -> None:
         """Take the next intact row (its stored hash)."""
+        if self.seq + 1 in self.by_size:
+            self.before = self.frontier.copy()  # see _lone_leaf()
         self.frontier.add(leaf_hash(bytes.fromhex(hash_hex)))
         self.seq += 1
         self.head = hash_hex
@@ -271,16 +276,34 @@ class ChainVerifier:
 
     def _check_size(self) -> None:
         root = self.frontier.root()
-        good, bad = [], []
+        good, bad, lone = [], [], []
         for source, cp in self.by_size[self.seq]:
             c = cp.checkpoint
-            (good if c.root == root and c.head_hash == self.head else bad).append(source)
+            if c.root == root and c.head_hash == self.head:
+                good.append(source)
+            else:
+                bad.append(source)
+                lone.append(self._lone_leaf(c))
         if good:
             self.matched_max = self.seq
         if bad:
-            self.mismatches.append((self.last_match + 1, self.seq, ", ".join(bad)))
+            # Where the checkpoint differs from the log in its last event alone, the damage is
+            # at this seq, not anywhere after the last matching checkpoint.
+            lo = self.seq if all(lone) else self.last_match + 1
+            self.mismatches.append((lo, self.seq, ", ".join(bad)))
+            if all(lone):
+                self.last_match = self.seq - 1  # every checkpoint here vouches for 1..seq-1
         if good and not bad:
             self.last_match = self.seq
+
+    def _lone_leaf(self, c: Checkpoint) -> bool:
+        """Whether ``c`` agrees with the log's first ``seq - 1`` events (its root is theirs
+        plus ``c``'s head hash as the last leaf)."""
+        if self.before is None or self.before.size != self.seq - 1:
+            return False
+        f = self.before.copy()
+        f.add(leaf_hash(bytes.fromhex(c.head_hash)))
+        return f.root() == c.root
 
     def damage(self, seq: int, kind: str, detail: str) -> None:
         """Record the damage the row stream found (the stream stops after it)."""

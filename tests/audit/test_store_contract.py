@@ -33,7 +33,7 @@ from riskguard.audit import (
     generate_signing_key,
     verify_export,
 )
-from riskguard.audit._sql import event_table, head_table, node_table
+from riskguard.audit._sql import event_table, event_tuple, event_values, head_table, node_table
 from riskguard.audit._store import frontier_at
 from riskguard.context import Principal, request_context
 from riskguard.errors import AuditError, ConfigError
@@ -658,3 +658,14 @@ def test_deleting_events_after_an_archive_is_damage(
     report = log.verify()
     assert not report.ok
     assert (report.first_bad_seq, report.kind) == (160, "deleted")
+
+
+def test_event_tuple_follows_the_table_columns() -> None:
+    """The driver-level insert binds tuples positionally: their order is the table's."""
+    log = AuditLog(MemoryStore("t/log"))
+    with request_context(Principal("u-1", roles=("a", "b"))):
+        ev = log.record("order.read", "allow", resource=ResourceRef("order", "o-1"))
+    bare = log.record("order.read", "allow")
+    for e in (ev, bare):
+        values = event_values(e)
+        assert event_tuple(e) == tuple(values[c.name] for c in event_table.columns)
