@@ -7,7 +7,7 @@ from pathlib import Path
 
 from riskguard.audit._checkpoint import TrustedKey
 from riskguard.audit._export import ExportFormatError, ExportReader
-from riskguard.audit._verify import ChainVerifier, VerifyReport, run_rows
+from riskguard.audit._verify import ChainVerifier, VerifyReport
 
 __all__ = ["verify_export"]
 
@@ -40,7 +40,7 @@ def verify_export(
         start_frontier=reader.frontier,
         progress=progress,
     )
-    report = run_rows(reader.rows(), v)
+    report = reader.verify_into(v)
     if report.ok and reader.rows_read != h.events:
         # The header is not signed, but a count that disagrees means the file was cut or
         # padded; name it even where no checkpoint covers the difference.

@@ -25,6 +25,7 @@ Where several apply, the first damaged ``seq`` decides.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +42,17 @@ from riskguard.audit._checkpoint import (
 from riskguard.audit._merkle import Frontier, leaf_hash
 from riskguard.errors import IntegrityError
 
-__all__ = ["KINDS", "WINDOW", "ChainVerifier", "Row", "VerifyReport", "run_rows"]
+__all__ = [
+    "KINDS",
+    "WINDOW",
+    "ChainVerifier",
+    "Row",
+    "VerifyReport",
+    "classify",
+    "run_rows",
+]
+
+_leaf = hashlib.sha256
 
 KINDS = (
     "modified",
@@ -150,7 +161,7 @@ def rehash_json(prev_hash: str, canonical: str | bytes) -> Callable[[int], str]:
     return rehash
 
 
-def _classify(
+def classify(
     window: list[Row], e: int, prev: str, prev2: str | None, first: int
 ) -> tuple[int, str, str]:
     """Name the damage at expected seq ``e`` (see the module docstring)."""
@@ -232,12 +243,13 @@ class ChainVerifier:
             self._add_note(source, note)
         self.frontier = self.start_frontier.copy()
         self.seq = self.start_seq
-        self.head = self.start_hash
+        self.head_digest = bytes.fromhex(self.start_hash)
         self.last_match = self.start_seq
         self.matched_max = -1
         self.mismatches: list[tuple[int, int, str]] = []
         self.before: Frontier | None = None
-        self.prune_seen = self.start_seq == 0
+        # The seq of the audit.prune record that names the anchor (pruned logs only).
+        self.prune_seq: int | None = None
         if self.start_seq in self.by_size:
             self._check_size()
 
@@ -262,17 +274,32 @@ class ChainVerifier:
         self.verified += 1
         self.by_size.setdefault(size, []).append((source, cp))
 
+    @property
+    def head(self) -> str:
+        """The chain head so far, as hex."""
+        return self.head_digest.hex()
+
     def good(self, hash_hex: str) -> None:
-        """Take the next intact row (its stored hash)."""
-        if self.seq + 1 in self.by_size:
+        """Take the next intact row (its stored hash, hex)."""
+        self.good_digest(bytes.fromhex(hash_hex))
+
+    def good_digest(self, digest: bytes) -> None:
+        """Take the next intact row (its stored hash, raw): the hot path."""
+        seq = self.seq + 1
+        if seq in self.by_size:
             self.before = self.frontier.copy()  # see _lone_leaf()
-        self.frontier.add(leaf_hash(bytes.fromhex(hash_hex)))
-        self.seq += 1
-        self.head = hash_hex
-        if self.seq in self.by_size:
+        self.frontier.add(_leaf(b"\x00" + digest).digest())
+        self.seq = seq
+        self.head_digest = digest
+        if seq in self.by_size:
             self._check_size()
-        if self.progress is not None and not self.seq % 10_000:
-            self.progress(self.seq)
+        if self.progress is not None and not seq % 10_000:
+            self.progress(seq)
+
+    def saw_prune(self, anchor: int | None, seq: int) -> None:
+        """An intact ``audit.prune`` record naming ``anchor`` stands at ``seq``."""
+        if anchor is not None and anchor == self.start_seq and self.prune_seq is None:
+            self.prune_seq = seq
 
     def _check_size(self) -> None:
         root = self.frontier.root()
@@ -329,13 +356,15 @@ class ChainVerifier:
                 self.issues.append(_Issue(self.seq + 1, "truncated",
                     f"the log ends at seq {self.seq} but a checkpoint ({src}) covers "
                     f"{max(beyond)} events"))  # fmt: skip
-            if self.start_seq and self.matched_max <= self.start_seq:
-                self.issues.append(_Issue(1, "deleted",
-                    f"events 1..{self.start_seq} are gone and no signed checkpoint after them "
-                    "binds the anchor"))  # fmt: skip
-            elif not self.prune_seen:
-                gone = f"events 1..{self.start_seq} are gone"
+            # A pruned log must show the audit.prune record naming its anchor, under a signed
+            # checkpoint: else anyone who can delete rows could pass deletion off as a prune.
+            gone = f"events 1..{self.start_seq} are gone"
+            if self.start_seq and self.prune_seq is None:
                 self.issues.append(_Issue(1, "deleted", f"{gone} without an audit.prune record"))
+            elif self.start_seq and self.matched_max < (self.prune_seq or 0):
+                self.issues.append(_Issue(1, "deleted",
+                    f"{gone} and no signed checkpoint covers the audit.prune record at seq "
+                    f"{self.prune_seq}"))  # fmt: skip
         checked = self.seq - self.start_seq
         if self.issues:
             first = min(self.issues, key=lambda i: (i.seq is None, i.seq or 0))
@@ -362,13 +391,13 @@ def run_rows(rows: Iterator[Row], v: ChainVerifier) -> VerifyReport:
         ):
             assert row.hash is not None
             v.good(row.hash)
-            if row.prune_of is not None and row.prune_of == v.start_seq:
-                v.prune_seen = True
+            if row.prune_of is not None:
+                v.saw_prune(row.prune_of, e)
             prev2, prev = prev, row.hash
             e += 1
             continue
         window = [row, *islice(rows, WINDOW)]
-        seq, kind, detail = _classify(window, e, prev, prev2, first)
+        seq, kind, detail = classify(window, e, prev, prev2, first)
         v.damage(seq, kind, detail)
         return v.finish(ended_cleanly=False)
     return v.finish(ended_cleanly=True)

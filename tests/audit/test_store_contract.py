@@ -669,3 +669,22 @@ def test_event_tuple_follows_the_table_columns() -> None:
     for e in (ev, bare):
         values = event_values(e)
         assert event_tuple(e) == tuple(values[c.name] for c in event_table.columns)
+
+
+def test_a_prune_record_no_checkpoint_covers_is_damage(
+    backend: Backend, key: SigningKey, clock: Clock
+) -> None:
+    """With write access but no signing key, an intruder can prune the way ``archive()``
+    does, record and all; only the signed checkpoint that ``archive()`` makes after its
+    record is out of reach, and the verifier insists on it."""
+    store = backend.store()
+    log = _log(store, key, clock, every=64)
+    _record_n(log, 150, clock)
+    pending = log.event("audit.prune", "success", resource=ResourceRef("audit.log", "128"))
+    store.prune(128, pending)  # the store's verb: no checkpoint after the record
+    report = log.verify()
+    assert not report.ok
+    assert (report.first_bad_seq, report.kind) == (1, "deleted")
+    assert "no signed checkpoint covers the audit.prune record at seq 151" in report.detail
+    log.checkpoint()  # what archive() does next, with the key
+    assert log.verify().ok
