@@ -392,8 +392,16 @@ class AuditLog:
         head = self.store.head()
         young = self.store.search(SearchFilter(since=cutoff), limit=1, newest_first=False)
         limit = (young[0].seq - 1) if young else head.seq
+        # After an earlier prune, a segment must reach that prune's record: verifying the
+        # remaining log from the anchor needs the record (see ChainVerifier.finish).
+        floor = head.pruned_through
+        if floor:
+            recs = self.store.search(
+                SearchFilter(action="audit.prune", resource_id=str(floor)), limit=1
+            )
+            floor = recs[0].seq if recs else head.seq
         sizes = [c.checkpoint.tree_size for c in self.store.checkpoints()]
-        m = max((s for s in sizes if head.pruned_through < s <= limit), default=0)
+        m = max((s for s in sizes if floor <= s <= limit and s > head.pruned_through), default=0)
         if m == 0:
             return None
         self.export(out, until=m)

@@ -289,7 +289,8 @@ class InclusionProof:
     """That event ``seq`` (hash ``event_hash``) is in the tree of ``tree_size`` events.
 
     Binary form (:meth:`to_bytes`): ``u64 seq || u64 tree_size || event hash (32) ||
-    u8 count || count x 32-byte hashes`` — 784 bytes for a 10-million-event log.
+    u8 count || count x 32-byte hashes`` (49 + 32 per hash): at most 817 bytes (24
+    hashes) for a 10-million-event log.
     """
 
     seq: int

@@ -688,3 +688,27 @@ def test_a_prune_record_no_checkpoint_covers_is_damage(
     assert "no signed checkpoint covers the audit.prune record at seq 151" in report.detail
     log.checkpoint()  # what archive() does next, with the key
     assert log.verify().ok
+
+
+def test_a_second_archive_never_cuts_between_an_anchor_and_its_prune_record(
+    backend: Backend, key: SigningKey, clock: Clock, tmp_path: Path
+) -> None:
+    """151..214 are recorded (and checkpointed) before the first archive's prune record
+    (215). Once 214 is old but the record is not, a cut at 214 would leave an export whose
+    anchor has no prune record: the second archive waits until it can cut at or after 215."""
+    log = _log(backend.store(), key, clock, every=64)
+    _record_n(log, 150, clock)
+    log.checkpoint()
+    clock.tick(days=200)
+    _record_n(log, 64, clock)  # 151..214, the checkpoint at 214 comes by itself
+    clock.tick(days=50)
+    first = log.archive(tmp_path / "a1.jsonl", older_than_days=183)
+    assert first is not None and (first.seq, first.details["through_seq"]) == (215, 150)
+    clock.tick(days=140)  # 214 is 190 days old, the record at 215 only 140
+    assert log.archive(tmp_path / "a2.jsonl", older_than_days=183) is None
+    assert not (tmp_path / "a2.jsonl").exists()
+    clock.tick(days=50)
+    second = log.archive(tmp_path / "a2.jsonl", older_than_days=183)
+    assert second is not None and second.details["through_seq"] == 215
+    assert verify_export(tmp_path / "a2.jsonl", log.trusted_keys()).ok
+    assert log.verify().ok
