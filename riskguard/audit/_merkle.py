@@ -18,6 +18,7 @@ import hashlib
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 __all__ = [
     "EMPTY_ROOT",
@@ -38,6 +39,7 @@ __all__ = [
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 PerfectHash = Callable[[int, int], bytes]
+_T = TypeVar("_T")
 
 _sha = hashlib.sha256
 
@@ -284,6 +286,23 @@ def _unb64(s: str) -> bytes:
     return base64.b64decode(s.encode("ascii"), validate=True)
 
 
+def _field(obj: object, name: str, kind: type[_T]) -> _T:
+    if not isinstance(obj, dict):
+        raise TypeError("a proof is a JSON object")
+    value = obj[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a {kind.__name__}")
+    return value
+
+
+def _path(obj: object) -> tuple[bytes, ...]:
+    path = _field(obj, "path", list)
+    hashes = tuple(_unb64(_field({"hash": h}, "hash", str)) for h in path)
+    if len(hashes) > 64 or any(len(h) != 32 for h in hashes):
+        raise ValueError("path must hold at most 64 hashes of 32 bytes")
+    return hashes
+
+
 @dataclass(frozen=True)
 class InclusionProof:
     """That event ``seq`` (hash ``event_hash``) is in the tree of ``tree_size`` events.
@@ -344,14 +363,11 @@ class InclusionProof:
         :raises ValueError: a field is missing or malformed.
         """
         try:
-            path = obj["path"]
-            if not isinstance(path, list):
-                raise ValueError("path must be a list")
+            event_hash = bytes.fromhex(_field(obj, "event_hash", str))
+            if len(event_hash) != 32:
+                raise ValueError("event_hash must be 32 bytes")
             return cls(
-                int(obj["seq"]),  # type: ignore[call-overload]
-                int(obj["tree_size"]),  # type: ignore[call-overload]
-                bytes.fromhex(str(obj["event_hash"])),
-                tuple(_unb64(str(h)) for h in path),
+                _field(obj, "seq", int), _field(obj, "tree_size", int), event_hash, _path(obj)
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed inclusion proof: {exc}") from None
@@ -380,13 +396,6 @@ class ConsistencyProof:
         :raises ValueError: a field is missing or malformed.
         """
         try:
-            path = obj["path"]
-            if not isinstance(path, list):
-                raise ValueError("path must be a list")
-            return cls(
-                int(obj["first"]),  # type: ignore[call-overload]
-                int(obj["second"]),  # type: ignore[call-overload]
-                tuple(_unb64(str(h)) for h in path),
-            )
+            return cls(_field(obj, "first", int), _field(obj, "second", int), _path(obj))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed consistency proof: {exc}") from None

@@ -45,6 +45,13 @@ audit_app = typer.Typer(
 app.add_typer(audit_app, name="audit")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+PublicKeyOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--public-key", "-k", help="Trusted Ed25519 public key PEM (repeatable)."),
+]
+KeysOpt = Annotated[
+    Path | None, typer.Option("--keys", help="Key history TOML with validity windows.")
+]
 
 
 @contextmanager
@@ -128,13 +135,8 @@ def verify(
         Path | None,
         typer.Option("--file", "-f", help="Verify an export file (no database needed)."),
     ] = None,
-    public_key: Annotated[
-        list[Path] | None,
-        typer.Option("--public-key", "-k", help="Trusted Ed25519 public key PEM (repeatable)."),
-    ] = None,
-    keys: Annotated[
-        Path | None, typer.Option("--keys", help="Key history TOML with validity windows.")
-    ] = None,
+    public_key: PublicKeyOpt = None,
+    keys: KeysOpt = None,
     checkpoint: Annotated[
         list[Path] | None,
         typer.Option("--checkpoint", help="A signed checkpoint note you hold (repeatable)."),
@@ -246,13 +248,8 @@ def prove(
 @audit_app.command("check-proof")
 def check_proof(
     proof_file: Annotated[Path, typer.Argument(help="A proof written by `audit prove`.")],
-    public_key: Annotated[
-        list[Path] | None,
-        typer.Option("--public-key", "-k", help="Trusted Ed25519 public key PEM (repeatable)."),
-    ] = None,
-    keys: Annotated[
-        Path | None, typer.Option("--keys", help="Key history TOML with validity windows.")
-    ] = None,
+    public_key: PublicKeyOpt = None,
+    keys: KeysOpt = None,
     event_hash: Annotated[
         str | None, typer.Option(help="The event hash you hold (hex), to prove it is logged.")
     ] = None,
