@@ -15,17 +15,28 @@ import math
 import re
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "StrictJSONError", "b64url_decode", "b64url_encode", "loads_object"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_NUMERIC_DATE",
+    "StrictJSONError",
+    "b64url_decode",
+    "b64url_encode",
+    "decode_b64url_segment",
+    "is_numeric_date",
+    "loads_object",
+]
 
 #: Deepest nesting of objects and arrays accepted (the top-level object counts as 1).
 MAX_DEPTH = 16
+
+#: The latest NumericDate accepted: 9999-12-31T23:59:59Z.
+MAX_NUMERIC_DATE = 253402300799
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 # With 2 or 3 characters in the last quantum, the unused low bits of the last character
 # must be zero; otherwise several strings decode to the same bytes.
 _CANONICAL_TAIL = {2: frozenset("AQgw"), 3: frozenset("AEIMQUYcgkosw048")}
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKET = re.compile(r"[\[\]{}]")
+_SPECIAL = re.compile(r'[\\"\[\]{}]')
 
 
 class StrictJSONError(ValueError):
@@ -41,10 +52,10 @@ def b64url_decode(segment: str) -> bytes:
     """
     if not _B64URL.fullmatch(segment):
         raise StrictJSONError("not unpadded base64url")
-    return _b64url_decode_checked(segment)
+    return decode_b64url_segment(segment)
 
 
-def _b64url_decode_checked(segment: str) -> bytes:
+def decode_b64url_segment(segment: str) -> bytes:
     """:func:`b64url_decode` for a segment already known to be in the alphabet."""
     rem = len(segment) % 4
     if rem:
@@ -86,13 +97,28 @@ _DECODER = json.JSONDecoder(
 
 
 def _depth(text: str) -> int:
-    """Deepest bracket nesting outside string literals (only run on suspicious input)."""
+    """Deepest bracket nesting outside string literals, in one linear pass over the
+    characters that matter (run only on bracket-heavy input, before the recursive parser).
+    """
     depth = deepest = 0
-    for m in _BRACKET.finditer(_STRING.sub('""', text)):
-        if m.group() in "[{":
+    in_string = False
+    escaped_at = -1
+    for m in _SPECIAL.finditer(text):
+        i = m.start()
+        if i == escaped_at:
+            continue
+        ch = m.group()
+        if in_string:
+            if ch == "\\":
+                escaped_at = i + 1
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == "[" or ch == "{":
             depth += 1
             deepest = max(deepest, depth)
-        else:
+        elif ch == "]" or ch == "}":
             depth -= 1
     return deepest
 
@@ -122,3 +148,10 @@ def loads_object(data: bytes) -> dict[str, Any]:
     if type(value) is not dict:
         raise StrictJSONError("not a JSON object")
     return value
+
+
+def is_numeric_date(value: Any) -> bool:
+    """Whether ``value`` is a NumericDate (RFC 7519 §2): a JSON number, not a string or a
+    boolean, from 0 to :data:`MAX_NUMERIC_DATE` (``NaN`` and infinities never parse)."""
+    kind = type(value)  # bool is a subclass of int: compare types, not isinstance
+    return (kind is int or kind is float) and 0 <= value <= MAX_NUMERIC_DATE

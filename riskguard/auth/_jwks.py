@@ -31,6 +31,7 @@ __all__ = [
     "VerifyingKey",
     "jwk_thumbprint",
     "parse_jwks",
+    "pin_key",
     "public_key_from_jwk",
 ]
 
@@ -43,7 +44,11 @@ _KTY = {"HS256": "oct", "RS256": "RSA", "ES256": "EC", "EdDSA": "OKP"}
 _CRV = {"EC": "P-256", "OKP": "Ed25519"}
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 # RFC 7638 §3.2: the members a thumbprint covers, in lexicographic order.
-_THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}  # fmt: skip
+_THUMBPRINT_MEMBERS = {
+    "RSA": ("e", "kty", "n"),
+    "EC": ("crv", "kty", "x", "y"),
+    "OKP": ("crv", "kty", "x"),
+}
 _P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 # PyJWT's algorithm objects hold no state; one set serves every verifier.
 _ALGORITHMS: Mapping[str, Algorithm] = get_default_algorithms()
@@ -57,7 +62,7 @@ class JWKError(ValueError):
 class VerifyingKey:
     """One trusted key, pinned to ``alg``, with its prepared key object."""
 
-    kid: str | None
+    kid: str
     alg: str
     key: Any
     algorithm: Algorithm
@@ -84,6 +89,19 @@ class VerifyingKey:
         except (ValueError, TypeError):
             ok = False
         return None if ok else "the signature does not verify"
+
+
+def pin_key(kid: str, alg: str, key: Any) -> VerifyingKey:
+    """``key`` (from :func:`public_key_from_jwk`) prepared by PyJWT and pinned to ``alg``.
+
+    :raises JWKError: PyJWT refuses the key for ``alg``.
+    """
+    algorithm = _ALGORITHMS[alg]
+    try:
+        prepared = algorithm.prepare_key(key)
+    except InvalidKeyError as exc:
+        raise JWKError(str(exc)) from None
+    return VerifyingKey(kid=kid, alg=alg, key=prepared, algorithm=algorithm)
 
 
 def _member_bytes(jwk: Mapping[str, Any], name: str) -> bytes:
@@ -151,7 +169,8 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
 
     :raises JWKError: unsupported ``kty`` or a required member missing.
     """
-    members = _THUMBPRINT_MEMBERS.get(jwk.get("kty"))  # type: ignore[arg-type]
+    kty = jwk.get("kty")
+    members = _THUMBPRINT_MEMBERS.get(kty) if isinstance(kty, str) else None
     if members is None:
         raise JWKError("kty must be RSA, EC or OKP")
     picked = {}
@@ -178,7 +197,7 @@ def _verifying_key(jwk: Any, index: int) -> VerifyingKey:
         raise KeyManagementError(
             "the JWK declares no alg: every trusted key must be pinned to one algorithm",
             key_id=kid,
-            hint=f"add \"alg\": one of {', '.join(SUPPORTED_ALGORITHMS)}",
+            hint=f'add "alg": one of {", ".join(SUPPORTED_ALGORITHMS)}',
         )
     if alg not in _KTY:
         raise KeyManagementError(
@@ -189,12 +208,10 @@ def _verifying_key(jwk: Any, index: int) -> VerifyingKey:
     ops = jwk.get("key_ops")
     if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
         raise KeyManagementError('the JWK\'s "key_ops" does not allow "verify"', key_id=kid)
-    algorithm = _ALGORITHMS[alg]
     try:
-        key = algorithm.prepare_key(public_key_from_jwk(jwk, alg))
-    except (JWKError, InvalidKeyError) as exc:
+        return pin_key(kid, alg, public_key_from_jwk(jwk, alg))
+    except JWKError as exc:
         raise KeyManagementError(f"the JWK cannot be used: {exc}", key_id=kid) from None
-    return VerifyingKey(kid=kid, alg=alg, key=key, algorithm=algorithm)
 
 
 def parse_jwks(jwks: Mapping[str, Any]) -> dict[str, VerifyingKey]:
@@ -215,5 +232,5 @@ def parse_jwks(jwks: Mapping[str, Any]) -> dict[str, VerifyingKey]:
         key = _verifying_key(jwk, index)
         if key.kid in parsed:
             raise KeyManagementError("two keys in the JWKS share one kid", key_id=key.kid)
-        parsed[key.kid] = key  # type: ignore[index]
+        parsed[key.kid] = key
     return parsed
