@@ -212,8 +212,14 @@ class SqlStore:
     def _ensure_head(self) -> None:
         if self._ensured:
             return
-        with map_errors(self.engine, "reading the audit head"), self.engine.begin() as conn:
-            row = conn.execute(sa.select(head_table.c.log_id)).first()
+        try:
+            with map_errors(self.engine, "reading the audit head"), self.engine.begin() as conn:
+                row = conn.execute(sa.select(head_table.c.log_id)).first()
+        except StorageError as exc:
+            exc.hint = exc.hint or (
+                "are riskguard's tables created? run `riskguard init` or Guard.create_schema()"
+            )
+            raise
         if row is None:
             try:
                 with self.engine.begin() as conn:

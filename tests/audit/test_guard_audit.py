@@ -52,3 +52,12 @@ def test_a_log_id_with_spaces_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(_config(tmp_path, 'log_id = "my log"'))
     assert err.value.key == "audit.log_id"
+
+
+def test_a_missing_schema_says_how_to_create_it(tmp_path: Path) -> None:
+    from riskguard.errors import StorageError
+
+    settings = load_settings(_config(tmp_path, "checkpoints = false"))
+    with Guard(settings) as guard, pytest.raises(StorageError) as err:
+        guard.audit.record("auth.login", "success")
+    assert "create_schema" in err.value.diagnostics()
