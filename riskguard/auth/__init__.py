@@ -1,6 +1,6 @@
-"""Authentication: strict JWT access-token verification (RFC 8725, RFC 9068, RFC 9449).
+"""Authentication: JWT access tokens (RFC 8725, RFC 9068, RFC 9449), issue and verify.
 
-::
+Verifying, at a resource server::
 
     from riskguard.auth import MemoryDenyList, TokenRejected, TokenVerifier
 
@@ -11,37 +11,111 @@
     except TokenRejected as exc:
         status, challenge = exc.status_code, exc.www_authenticate()
 
-Every rejection is a :class:`TokenRejected` (a :class:`riskguard.errors.TokenError`) with a
-stable ``code`` from :data:`CODES` and ``oauth_error == "invalid_token"``.
+Issuing, at the authorisation server::
 
-Public names: the verifier (:class:`TokenVerifier`, :class:`VerifiedToken`,
-:data:`DEFAULT_REQUIRED_CLAIMS`, :data:`SUPPORTED_ALGORITHMS`), the error
-(:class:`TokenRejected`, :data:`CODES`), the plug points with their in-memory doubles
-(:class:`DenyList`/:class:`MemoryDenyList`, :class:`ReplayCache`/:class:`MemoryReplayCache`)
-and DPoP helpers for issuers and clients (:func:`jwk_thumbprint` for ``cnf.jkt``,
-:func:`access_token_hash` for ``ath``).
+    from riskguard.auth import KeySet, SqlDenyList, SqlRefreshTokenStore, TokenService
+
+    service = TokenService(KeySet.generate("EdDSA"), issuer="https://id.example",
+                           audience="orders-api", refresh_store=SqlRefreshTokenStore(engine),
+                           deny_list=SqlDenyList(engine), audit=audit_log)
+    grant = service.issue(subject="u-1", client_id="rider-app", scope="orders:read",
+                          refresh=True)
+    grant = service.refresh(grant.refresh_token, client_id="rider-app")  # GrantRejected
+
+Every rejected token is a :class:`TokenRejected` (``oauth_error == "invalid_token"``) with a
+stable ``code`` from :data:`CODES`; every refused grant a :class:`GrantRejected`
+(``invalid_grant`` or ``invalid_scope``) with a code from :data:`GRANT_CODES`.
+
+Public names:
+
+* verifier: :class:`TokenVerifier`, :class:`VerifiedToken`, :data:`DEFAULT_REQUIRED_CLAIMS`,
+  :data:`SUPPORTED_ALGORITHMS`; errors :class:`TokenRejected`, :data:`CODES`;
+* issuer: :class:`TokenService`, :class:`TokenGrant`, :class:`AccessToken`, keys
+  :class:`KeySet`, :class:`IssuerKey`; errors :class:`GrantRejected`, :data:`GRANT_CODES`;
+* plug points (Protocols) and their stores — memory, SQL, Redis — which pass one test
+  suite: :class:`DenyList` / :class:`DenyListStore` (:class:`MemoryDenyList`,
+  :class:`SqlDenyList`, ``RedisDenyList``), :class:`RefreshTokenStore`
+  (:class:`MemoryRefreshTokenStore`, :class:`SqlRefreshTokenStore`,
+  ``RedisRefreshTokenStore``) with :class:`RefreshRecord`, :class:`RotateResult`,
+  :class:`AccessTokenRef`, :func:`hash_refresh_token`; :class:`ReplayCache`
+  (:class:`MemoryReplayCache`, :class:`SqlReplayCache`, ``RedisReplayCache``);
+* DPoP helpers: :func:`jwk_thumbprint` (``cnf.jkt``), :func:`access_token_hash` (``ath``).
+
+The ``Redis*`` stores are imported on first use and need the ``riskguard[redis]`` extra.
 """
 
 from __future__ import annotations
 
-from riskguard.auth._denylist import DenyList, MemoryDenyList
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from riskguard.auth._denylist import DenyList, DenyListStore, MemoryDenyList
 from riskguard.auth._dpop import access_token_hash
-from riskguard.auth._errors import CODES, TokenRejected
+from riskguard.auth._errors import CODES, GRANT_CODES, GrantRejected, TokenRejected
 from riskguard.auth._jwks import SUPPORTED_ALGORITHMS, jwk_thumbprint
+from riskguard.auth._keys import IssuerKey, KeySet
+from riskguard.auth._refresh import (
+    AccessTokenRef,
+    MemoryRefreshTokenStore,
+    RefreshRecord,
+    RefreshTokenStore,
+    RotateResult,
+    hash_refresh_token,
+)
 from riskguard.auth._replay import MemoryReplayCache, ReplayCache
+from riskguard.auth._service import AccessToken, TokenGrant, TokenService
+from riskguard.auth._sql import SqlDenyList, SqlRefreshTokenStore, SqlReplayCache
 from riskguard.auth._verifier import DEFAULT_REQUIRED_CLAIMS, TokenVerifier, VerifiedToken
 
+if TYPE_CHECKING:
+    from riskguard.auth._redis import RedisDenyList, RedisRefreshTokenStore, RedisReplayCache
+
 __all__ = [
+    # errors
     "CODES",
+    # verifier
     "DEFAULT_REQUIRED_CLAIMS",
+    "GRANT_CODES",
     "SUPPORTED_ALGORITHMS",
+    # issuer
+    "AccessToken",
+    # stores
+    "AccessTokenRef",
     "DenyList",
+    "DenyListStore",
+    "GrantRejected",
+    "IssuerKey",
+    "KeySet",
     "MemoryDenyList",
+    "MemoryRefreshTokenStore",
     "MemoryReplayCache",
+    "RedisDenyList",
+    "RedisRefreshTokenStore",
+    "RedisReplayCache",
+    "RefreshRecord",
+    "RefreshTokenStore",
     "ReplayCache",
+    "RotateResult",
+    "SqlDenyList",
+    "SqlRefreshTokenStore",
+    "SqlReplayCache",
+    "TokenGrant",
     "TokenRejected",
+    "TokenService",
     "TokenVerifier",
     "VerifiedToken",
+    # DPoP helpers
     "access_token_hash",
+    "hash_refresh_token",
     "jwk_thumbprint",
 ]
+
+_LAZY = frozenset({"RedisDenyList", "RedisRefreshTokenStore", "RedisReplayCache"})
+
+
+def __getattr__(name: str) -> Any:
+    # The Redis stores import redis, an optional extra: load them on first use only, so
+    # that `import riskguard.auth` works without it and the ImportError names the extra.
+    if name in _LAZY:
+        return getattr(importlib.import_module("riskguard.auth._redis"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,10 +1,17 @@
-"""The one exception a rejected token raises, and the stable codes it carries."""
+"""The exceptions a rejected token or grant raises, and the stable codes they carry."""
 
 from __future__ import annotations
 
 from riskguard.errors import TokenError
 
-__all__ = ["CODES", "DPOP_ALGORITHMS", "DPOP_CODES", "TokenRejected"]
+__all__ = [
+    "CODES",
+    "DPOP_ALGORITHMS",
+    "DPOP_CODES",
+    "GRANT_CODES",
+    "GrantRejected",
+    "TokenRejected",
+]
 
 #: Every ``code`` :class:`TokenRejected` can carry. Clients and tests match on these; they
 #: never change meaning. The message says which check failed, never what the token held.
@@ -76,3 +83,36 @@ class TokenRejected(TokenError):
 def _quote(text: str) -> str:
     # RFC 6750 §3: error_description is limited to %x20-21 / %x23-5B / %x5D-7E.
     return "".join(c if 0x20 <= ord(c) <= 0x7E and c not in '"\\' else "?" for c in text)
+
+
+#: Every ``code`` :class:`GrantRejected` can carry, mapped to its RFC 6749 §5.2 error.
+GRANT_CODES: dict[str, str] = {
+    "invalid_refresh_token": "invalid_grant",  # malformed or unknown (never issued, pruned)
+    "expired": "invalid_grant",  # the refresh token's expiry has passed
+    "reused": "invalid_grant",  # already used: the whole family was revoked just now
+    "revoked": "invalid_grant",  # its family was revoked (reuse, logout, RFC 7009)
+    "client_mismatch": "invalid_grant",  # issued to another client (RFC 6749 §6)
+    "dpop_mismatch": "invalid_grant",  # DPoP-bound and not presented with its key (RFC 9449 §5)
+    "scope_exceeded": "invalid_scope",  # asks for scope beyond the original grant (§6)
+}
+
+
+class GrantRejected(TokenError):
+    """A grant (today: a refresh token) was refused at the token endpoint.
+
+    ``code`` is one of :data:`GRANT_CODES`; ``oauth_error`` is the RFC 6749 §5.2 error it
+    maps to (``invalid_grant``, or ``invalid_scope``) and ``status_code`` is 400.
+    :meth:`to_dict` is the JSON error body. The message never holds the token.
+    """
+
+    status_code = 400
+
+    def __init__(self, code: str, message: str, *, hint: str | None = None) -> None:
+        if code not in GRANT_CODES:
+            raise ValueError(f"unknown grant error code {code!r}")
+        super().__init__(code, message, hint=hint)
+        self.oauth_error = GRANT_CODES[code]
+
+    def to_dict(self) -> dict[str, str]:
+        """The RFC 6749 §5.2 error response body."""
+        return {"error": self.oauth_error, "error_description": _quote(self.message)}

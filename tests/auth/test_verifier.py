@@ -515,10 +515,11 @@ def test_an_unknown_code_is_a_programming_error() -> None:
 def test_memory_deny_list_revokes_and_prunes() -> None:
     deny = MemoryDenyList()
     assert isinstance(deny, DenyList)
-    deny.revoke("a", expires_at=100.0)
-    deny.revoke("b", expires_at=200.0)
+    deny.revoke("a", expires_at=100.0, now=0.0)
+    deny.revoke("b", expires_at=200.0, now=0.0)
     deny.revoke("c")
-    deny.revoke("a", expires_at=300.0)  # re-revoked for longer: survives the first prune
+    deny.revoke("a", expires_at=300.0, now=0.0)  # re-revoked for longer: survives the prune
+    deny.revoke("a", expires_at=150.0, now=0.0)  # …and a shorter re-revocation never shortens
     assert all(deny.is_revoked(j) for j in "abc") and not deny.is_revoked("d")
     assert deny.prune(now=250.0) == 1
     assert (deny.is_revoked("a"), deny.is_revoked("b"), deny.is_revoked("c")) == (True, False, True)
