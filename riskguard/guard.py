@@ -13,6 +13,7 @@ from riskguard import db
 from riskguard.config import Settings, load_settings
 
 if TYPE_CHECKING:
+    from riskguard.access import AccessControl
     from riskguard.audit import AuditLog, KeyHistory
 
 __all__ = ["Guard"]
@@ -35,6 +36,7 @@ class Guard:
         self._owns_engine = engine is None
         self._engine = engine
         self._audit: AuditLog | None = None
+        self._access: AccessControl | None = None
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, *, engine: Engine | None = None) -> Guard:
@@ -99,6 +101,20 @@ class Guard:
             )
         return self._audit
 
+    @property
+    def access(self) -> AccessControl:
+        """Access decisions on the ``[access]`` model and policy, audited on :attr:`audit`.
+
+        :raises PolicyError: the model or policy file is invalid (file and line named).
+        :raises ConfigError: the audit log cannot be built (see :attr:`audit`), or
+            ``[access] adapter`` is not ``file`` (the SQL adapter is not built yet).
+        """
+        if self._access is None:
+            from riskguard.access import AccessControl
+
+            self._access = AccessControl.from_settings(self.settings, audit=self.audit)
+        return self._access
+
     def create_schema(self) -> None:
         """Create riskguard's tables where missing.
 
@@ -112,6 +128,7 @@ class Guard:
             self._engine.dispose()
             self._engine = None
         self._audit = None
+        self._access = None
 
     def __enter__(self) -> Guard:
         return self

@@ -1,0 +1,52 @@
+"""Least-privilege access control on Casbin model and policy files.
+
+``AccessControl`` decides requests (subject, domain, object, action and the model's extra
+attributes such as ``owner``) exactly as ``casbin.Enforcer`` does on the same files, on a
+compiled index when the model is in the supported family (RBAC with domains, role
+hierarchy, deny-override, owner conditions, ``keyMatch`` objects) and on
+``casbin.Enforcer`` itself otherwise. Each decision names the policy lines that made it and
+is recorded as an ``access.decision`` audit event.
+
+::
+
+    from riskguard.access import AccessControl
+    ac = AccessControl("policies/model.conf", "policies/policy.csv", audit=guard.audit)
+    if ac.enforce("alice", "m:1001", "order", "read", owner=order.customer_id): ...
+    ac.require(None, None, "audit.log", "read")   # subject and domain from the context
+"""
+
+from __future__ import annotations
+
+from riskguard.access._compile import CompiledModel, recognise
+from riskguard.access._control import PLATFORM_DOMAIN, AccessControl
+from riskguard.access._decision import Decision, Engine, EngineKind
+from riskguard.access._lines import (
+    FilePolicy,
+    MemoryPolicy,
+    PolicyLine,
+    PolicySource,
+    parse_policy_text,
+)
+from riskguard.access._model import ModelDef, parse_model, read_model
+from riskguard.access._snapshot import Snapshot, load_snapshot, policy_hash
+
+__all__ = [
+    "PLATFORM_DOMAIN",
+    "AccessControl",
+    "CompiledModel",
+    "Decision",
+    "Engine",
+    "EngineKind",
+    "FilePolicy",
+    "MemoryPolicy",
+    "ModelDef",
+    "PolicyLine",
+    "PolicySource",
+    "Snapshot",
+    "load_snapshot",
+    "parse_model",
+    "parse_policy_text",
+    "policy_hash",
+    "read_model",
+    "recognise",
+]
