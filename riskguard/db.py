@@ -61,7 +61,12 @@ meta_table = sa.Table(
 )
 
 # Modules that define tables on `metadata`. Each part adds its own line.
-_TABLE_MODULES: tuple[str, ...] = ("riskguard.audit._sql", "riskguard.auth._sql")
+_TABLE_MODULES: tuple[str, ...] = (
+    "riskguard.audit._sql",
+    "riskguard.auth._sql",
+    "riskguard.auth._sql_oauth",
+    "riskguard.auth._throttle_sql",
+)
 
 _DRIVERS = {
     "sqlite": ("sqlite", None),

@@ -39,6 +39,15 @@ Public names:
   ``RedisRefreshTokenStore``) with :class:`RefreshRecord`, :class:`RotateResult`,
   :class:`AccessTokenRef`, :func:`hash_refresh_token`; :class:`ReplayCache`
   (:class:`MemoryReplayCache`, :class:`SqlReplayCache`, ``RedisReplayCache``);
+* OAuth 2.0 server: :class:`OAuthServer` (token, authorization helper, RFC 7662
+  introspection, RFC 7009 revocation, RFC 8414 metadata, JWKS) speaking
+  :class:`OAuthRequest` / :class:`OAuthResponse`; clients :class:`OAuthClient` in a
+  :class:`ClientRegistry` (:class:`MemoryClientRegistry`, :class:`SqlClientRegistry`),
+  codes in an :class:`AuthorizationCodeStore` (:class:`MemoryAuthorizationCodeStore`,
+  :class:`SqlAuthorizationCodeStore`); web mounts in :mod:`riskguard.integrations`;
+* login hardening: :class:`LoginGuard` raising :class:`LoginThrottled`, on a
+  :class:`CounterStore` (:class:`MemoryCounterStore`, :class:`SqlCounterStore`,
+  ``RedisCounterStore``);
 * DPoP helpers: :func:`jwk_thumbprint` (``cnf.jkt``), :func:`access_token_hash` (``ath``).
 
 The ``Redis*`` stores are imported on first use and need the ``riskguard[redis]`` extra.
@@ -49,11 +58,26 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from riskguard.auth._authorize import AuthorizationError, AuthorizationRequest
+from riskguard.auth._clients import (
+    ClientRegistry,
+    MemoryClientRegistry,
+    OAuthClient,
+    check_client_secret,
+    hash_client_secret,
+)
+from riskguard.auth._codes import (
+    AuthorizationCode,
+    AuthorizationCodeStore,
+    MemoryAuthorizationCodeStore,
+)
 from riskguard.auth._denylist import DenyList, DenyListStore, MemoryDenyList
 from riskguard.auth._dpop import access_token_hash
 from riskguard.auth._errors import CODES, GRANT_CODES, GrantRejected, TokenRejected
 from riskguard.auth._jwks import SUPPORTED_ALGORITHMS, jwk_thumbprint
 from riskguard.auth._keys import IssuerKey, KeySet
+from riskguard.auth._oauth import METADATA_PATH, OAuthServer
+from riskguard.auth._oauth_http import OAuthError, OAuthRequest, OAuthResponse
 from riskguard.auth._refresh import (
     AccessTokenRef,
     MemoryRefreshTokenStore,
@@ -65,30 +89,58 @@ from riskguard.auth._refresh import (
 from riskguard.auth._replay import MemoryReplayCache, ReplayCache
 from riskguard.auth._service import AccessToken, TokenGrant, TokenService
 from riskguard.auth._sql import SqlDenyList, SqlRefreshTokenStore, SqlReplayCache
+from riskguard.auth._sql_oauth import SqlAuthorizationCodeStore, SqlClientRegistry
+from riskguard.auth._throttle import (
+    Counter,
+    CounterStore,
+    FailureResult,
+    LoginGuard,
+    LoginThrottled,
+    MemoryCounterStore,
+    ThrottlePolicy,
+)
+from riskguard.auth._throttle_sql import SqlCounterStore
 from riskguard.auth._verifier import DEFAULT_REQUIRED_CLAIMS, TokenVerifier, VerifiedToken
 
 if TYPE_CHECKING:
     from riskguard.auth._redis import RedisDenyList, RedisRefreshTokenStore, RedisReplayCache
+    from riskguard.auth._throttle_redis import RedisCounterStore
 
 __all__ = [
-    # errors
     "CODES",
-    # verifier
     "DEFAULT_REQUIRED_CLAIMS",
     "GRANT_CODES",
+    "METADATA_PATH",
     "SUPPORTED_ALGORITHMS",
-    # issuer
     "AccessToken",
-    # stores
     "AccessTokenRef",
+    "AuthorizationCode",
+    "AuthorizationCodeStore",
+    "AuthorizationError",
+    "AuthorizationRequest",
+    "ClientRegistry",
+    "Counter",
+    "CounterStore",
     "DenyList",
     "DenyListStore",
+    "FailureResult",
     "GrantRejected",
     "IssuerKey",
     "KeySet",
+    "LoginGuard",
+    "LoginThrottled",
+    "MemoryAuthorizationCodeStore",
+    "MemoryClientRegistry",
+    "MemoryCounterStore",
     "MemoryDenyList",
     "MemoryRefreshTokenStore",
     "MemoryReplayCache",
+    "OAuthClient",
+    "OAuthError",
+    "OAuthRequest",
+    "OAuthResponse",
+    "OAuthServer",
+    "RedisCounterStore",
     "RedisDenyList",
     "RedisRefreshTokenStore",
     "RedisReplayCache",
@@ -96,26 +148,36 @@ __all__ = [
     "RefreshTokenStore",
     "ReplayCache",
     "RotateResult",
+    "SqlAuthorizationCodeStore",
+    "SqlClientRegistry",
+    "SqlCounterStore",
     "SqlDenyList",
     "SqlRefreshTokenStore",
     "SqlReplayCache",
+    "ThrottlePolicy",
     "TokenGrant",
     "TokenRejected",
     "TokenService",
     "TokenVerifier",
     "VerifiedToken",
-    # DPoP helpers
     "access_token_hash",
+    "check_client_secret",
+    "hash_client_secret",
     "hash_refresh_token",
     "jwk_thumbprint",
 ]
 
-_LAZY = frozenset({"RedisDenyList", "RedisRefreshTokenStore", "RedisReplayCache"})
+_LAZY = {
+    "RedisDenyList": "riskguard.auth._redis",
+    "RedisRefreshTokenStore": "riskguard.auth._redis",
+    "RedisReplayCache": "riskguard.auth._redis",
+    "RedisCounterStore": "riskguard.auth._throttle_redis",
+}
 
 
 def __getattr__(name: str) -> Any:
     # The Redis stores import redis, an optional extra: load them on first use only, so
     # that `import riskguard.auth` works without it and the ImportError names the extra.
     if name in _LAZY:
-        return getattr(importlib.import_module("riskguard.auth._redis"), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -428,6 +428,18 @@ class TokenService:
         )  # fmt: skip
         return TokenGrant(access, new_token, rec.family_id)
 
+    def refresh_token_record(self, refresh_token: str) -> RefreshRecord | None:
+        """The stored record of a presented refresh token, or ``None`` when it is
+        malformed or unknown (for RFC 7662 introspection; nothing is changed).
+
+        :raises ConfigError: this service has no refresh store.
+        :raises StorageError: the store failed.
+        """
+        store = self._require_refresh_store()[0]
+        if not isinstance(refresh_token, str) or not 0 < len(refresh_token) <= _MAX_PRESENTED:
+            return None
+        return store.get(hash_refresh_token(refresh_token))
+
     # -- revoking -----------------------------------------------------------------------
 
     def revoke_refresh_token(
