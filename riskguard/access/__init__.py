@@ -17,9 +17,12 @@ is recorded as an ``access.decision`` audit event.
 
 from __future__ import annotations
 
+from riskguard.access._analysis import PolicyView
 from riskguard.access._compile import CompiledModel, recognise
 from riskguard.access._control import PLATFORM_DOMAIN, AccessControl
 from riskguard.access._decision import Decision, Engine, EngineKind
+from riskguard.access._diff import PolicyDiff, diff_policies
+from riskguard.access._explain import explain
 from riskguard.access._lines import (
     FilePolicy,
     MemoryPolicy,
@@ -27,8 +30,12 @@ from riskguard.access._lines import (
     PolicySource,
     parse_policy_text,
 )
+from riskguard.access._lint import lint_files
 from riskguard.access._model import ModelDef, parse_model, read_model
+from riskguard.access._schema import read_schema
 from riskguard.access._snapshot import Snapshot, load_snapshot, policy_hash
+from riskguard.access._tests import load_cases, run_cases
+from riskguard.access._usage import least_privilege, observed_requests
 
 __all__ = [
     "PLATFORM_DOMAIN",
@@ -40,13 +47,23 @@ __all__ = [
     "FilePolicy",
     "MemoryPolicy",
     "ModelDef",
+    "PolicyDiff",
     "PolicyLine",
     "PolicySource",
+    "PolicyView",
     "Snapshot",
+    "diff_policies",
+    "explain",
+    "least_privilege",
+    "lint_files",
+    "load_cases",
     "load_snapshot",
+    "observed_requests",
     "parse_model",
     "parse_policy_text",
     "policy_hash",
     "read_model",
+    "read_schema",
     "recognise",
+    "run_cases",
 ]
