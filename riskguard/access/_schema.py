@@ -3,18 +3,16 @@ actions, and which objects hold personal data."""
 
 from __future__ import annotations
 
-import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from riskguard.access._toml import read_toml
 from riskguard.errors import PolicyError
 
 __all__ = ["DEFAULT_PII", "ResourceSchema", "read_schema"]
 
 #: PII objects when no schema is given (the shipped model's).
 DEFAULT_PII = frozenset({"customer.phone", "customer.address", "customer.id_number"})
-_TOML_LINE = re.compile(r"at line (\d+)")
 
 
 @dataclass(frozen=True)
@@ -33,17 +31,7 @@ def read_schema(path: str | Path) -> ResourceSchema:
     """
     p = Path(path)
     src = str(p)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"cannot read the resource schema: {exc}", path=src) from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        m = _TOML_LINE.search(str(exc))
-        raise PolicyError(
-            f"not valid TOML: {exc}", path=src, line=int(m.group(1)) if m else None
-        ) from None
+    _, doc = read_toml(p, "resource schema")
     objects = doc.get("objects")
     if not isinstance(objects, dict) or not objects:
         raise PolicyError('the schema declares no [objects."NAME"]', path=src)

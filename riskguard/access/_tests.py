@@ -19,7 +19,6 @@ decision; coverage is the share of ``p`` rules exercised.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +28,13 @@ from riskguard.access._analysis import PolicyView, key_match
 from riskguard.access._control import AccessControl
 from riskguard.access._decision import Decision
 from riskguard.access._lines import PolicyLine
+from riskguard.access._toml import read_toml
 from riskguard.errors import PolicyError
 
 __all__ = ["CaseResult", "PolicyCase", "TestReport", "load_cases", "run_cases"]
 
 _REQUIRED = ("sub", "dom", "obj", "act", "expect")
 _EXPECT = ("allow", "deny")
-_TOML_LINE = re.compile(r"at line (\d+)")
 _CASE_HEADER = re.compile(r"^\s*\[\[\s*case\s*\]\]\s*(#.*)?$")
 
 
@@ -145,17 +144,7 @@ def load_cases(path: str | Path, view: PolicyView) -> list[PolicyCase]:
     out: list[PolicyCase] = []
     for file in _files(Path(path)):
         src = str(file)
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PolicyError(f"cannot read the policy test file: {exc}", path=src) from None
-        try:
-            doc = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            m = _TOML_LINE.search(str(exc))
-            raise PolicyError(
-                f"not valid TOML: {exc}", path=src, line=int(m.group(1)) if m else None
-            ) from None
+        text, doc = read_toml(file, "policy test file")
         extra = sorted(set(doc) - {"case"})
         if extra:
             raise PolicyError(
