@@ -77,10 +77,6 @@ class PolicyView:
         """The index of policy token ``name`` (``obj``, ``act``...), if the model has it."""
         return self.spec.policy.index(name) if name in self.spec.policy else None
 
-    def r_index(self, name: str) -> int | None:
-        """The index of request token ``name``, if the model has it."""
-        return self.spec.request.index(name) if name in self.spec.request else None
-
     @cached_property
     def rules(self) -> tuple[PolicyLine, ...]:
         """The ``p`` lines, in file order."""

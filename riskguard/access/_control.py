@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Mapping
 from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -185,6 +186,22 @@ class AccessControl:
         :raises PolicyError: the fallback engine failed on the model.
         """
         snap = self._snap
+        decision, sub, dom, principal = self._decide(snap, sub, dom, obj, act, attrs)
+        if self.audit is not None:
+            self._record(decision, sub, dom, obj, act, attrs, principal, snap)
+        return decision
+
+    def _decide(
+        self,
+        snap: Snapshot,
+        sub: str | None,
+        dom: str | None,
+        obj: str,
+        act: str,
+        attrs: Mapping[str, str | int | None],
+    ) -> tuple[Decision, str, str, Principal | None]:
+        """The decision on ``snap``, not audited (the policy tools' dry runs use it), with
+        the subject and domain it resolved from the context."""
         if attrs and not attrs.keys() <= snap.attributes:
             bad = sorted(attrs.keys() - snap.attributes)
             raise TypeError(
@@ -204,9 +221,7 @@ class AccessControl:
         else:
             tokens = snap.request_tokens
             decision = snap.engine.decide(tuple(map(values.get, tokens, repeat(""))))
-        if self.audit is not None:
-            self._record(decision, sub, dom, obj, act, attrs, principal, snap)
-        return decision
+        return decision, sub, dom, principal
 
     def enforce(
         self, sub: str | None, dom: str | None, obj: str, act: str, **attrs: str | int | None

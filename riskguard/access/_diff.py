@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from riskguard.access._analysis import PolicyView, key_match
+from riskguard.access._control import PLATFORM_DOMAIN
 from riskguard.access._decision import Decision
 from riskguard.access._lines import PolicyLine
 from riskguard.access._model import ModelDef
@@ -170,7 +171,7 @@ def _rule_requests(
     elif "*" not in dom:
         doms = [dom]
     else:
-        doms = list(dict.fromkeys([*views[0].domains, *views[1].domains, "platform"]))
+        doms = list(dict.fromkeys([*views[0].domains, *views[1].domains, PLATFORM_DOMAIN]))
     obj = view.value(rule, "obj") or ""
     known_objs = {o for v in views for r in v.rules if "*" not in (o := v.value(r, "obj") or "*")}
     objs = [obj] if "*" not in obj else sorted(o for o in known_objs if key_match(o, obj))

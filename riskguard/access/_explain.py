@@ -111,19 +111,16 @@ def explain(ac: AccessControl, sub: str, dom: str, obj: str, act: str, **attrs: 
     :raises PolicyError: the model is outside the family the tools analyse.
     :raises TypeError: an attribute the model does not define.
     """
-    view = PolicyView.of(ac.snapshot.model, ac.lines)
-    audit, ac.audit = ac.audit, None
-    try:
-        decision = ac.decide(sub, dom, obj, act, **attrs)
-    finally:
-        ac.audit = audit
+    snap = ac.snapshot  # one policy version for the decision and the explanation
+    view = PolicyView.of(snap.model, snap.lines)
+    decision = ac._decide(snap, sub, dom, obj, act, attrs)[0]
     values = {"sub": sub, "dom": dom, "obj": obj, "act": act, **attrs}
     request = {t: values.get(t, "") for t in view.request_tokens}
     rvals = tuple(request.values())
     roles = view.roles_of(sub, rvals)
     domains = view.role_domains(rvals)
     chains: dict[str, tuple[PolicyLine, ...]] = {}
-    for role in sorted(roles, key=lambda x: (x != sub, x)):
+    for role in roles:
         found = view.chain(sub, role, domains)
         if found is not None:
             chains[role] = found

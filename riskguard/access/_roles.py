@@ -36,11 +36,6 @@ class RoleGraphs:
         """The graphs of ``g`` lines with ``arity`` fields (2: one graph, domain ``""``)."""
         return cls((pl.values[0], pl.values[1], pl.values[2] if arity > 2 else "") for pl in lines)
 
-    @property
-    def domains(self) -> frozenset[str]:
-        """The domains that have at least one link."""
-        return frozenset(self._out)
-
     def reach(self, name: str, domain: str) -> frozenset[str]:
         """``name`` and every role it holds in ``domain`` within the hop limit."""
         graph = self._out.get(domain)

@@ -203,16 +203,13 @@ def run_cases(ac: AccessControl, cases: Sequence[PolicyCase]) -> TestReport:
     """Decide every case (not audited) and compute coverage over the ``p`` rules."""
     results: list[CaseResult] = []
     exercised: set[tuple[str, int]] = set()
-    audit, ac.audit = ac.audit, None
-    try:
-        for case in cases:
-            r = case.request
-            attrs = {k: v for k, v in r.items() if k not in ("sub", "dom", "obj", "act")}
-            d = ac.decide(r["sub"], r["dom"], r["obj"], r["act"], **attrs)
-            exercised.update((pl.source, pl.line) for pl in (*d.allows, *d.denies))
-            results.append(CaseResult(case, d))
-    finally:
-        ac.audit = audit
-    rules = tuple(pl for pl in ac.lines if pl.ptype == "p")
+    snap = ac.snapshot  # one policy version for every case and the coverage
+    for case in cases:
+        r = case.request
+        attrs = {k: v for k, v in r.items() if k not in ("sub", "dom", "obj", "act")}
+        d = ac._decide(snap, r["sub"], r["dom"], r["obj"], r["act"], attrs)[0]
+        exercised.update((pl.source, pl.line) for pl in (*d.allows, *d.denies))
+        results.append(CaseResult(case, d))
+    rules = tuple(pl for pl in snap.lines if pl.ptype == "p")
     uncovered = tuple(pl for pl in rules if (pl.source, pl.line) not in exercised)
     return TestReport(tuple(results), rules, uncovered)

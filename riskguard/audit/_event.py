@@ -18,6 +18,7 @@ from riskguard.audit._canonical import (
     check_json_value,
     event_canonical,
     format_ts,
+    parse_ts,
 )
 from riskguard.context import Principal, current_principal, current_request
 from riskguard.errors import AuditError
@@ -117,7 +118,7 @@ class AuditEvent:
     @property
     def time(self) -> datetime:
         """``ts`` as an aware datetime."""
-        return datetime.strptime(self.ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        return parse_ts(self.ts)
 
     def canonical(self, seq: int | None = None) -> str:
         """The canonical text the hash covers (optionally as if at another ``seq``)."""

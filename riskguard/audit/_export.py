@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
@@ -39,7 +39,11 @@ __all__ = ["ExportHeader", "ExportReader", "write_export"]
 FORMAT = "riskguard-audit-export"
 VERSION = 1
 _EV_PREFIX = b'{"event":{"action":'
-_SUFFIX_LEN = len(b',"hash":"') + 64 + len(b'"}')
+_HASH_KEY = b',"hash":"'
+# An event line ends in `,"hash":"<64 hex>"}` and a newline: _TAIL bytes, the hash at
+# [-_HASH_AT:-3].
+_TAIL = len(_HASH_KEY) + 64 + len(b'"}\n')
+_HASH_AT = _TAIL - len(_HASH_KEY)
 _PRUNE_PREFIX = b'{"action":"audit.prune",'
 _HEX = frozenset(b"0123456789abcdef")
 
@@ -189,23 +193,9 @@ class ExportReader:
                 raise ExportFormatError(self.lineno, "malformed checkpoint line")
             self.notes.append((f"export line {self.lineno}", note))
 
-    def rows(self) -> Iterator[Row]:
-        """Event rows in file order (the file is closed when they run out)."""
-        try:
-            raw = self._pending
-            self._pending = None
-            if raw is None:
-                raw = self._next_line()
-            while raw is not None:
-                self.rows_read += 1
-                yield self._row(raw)
-                raw = self._next_line()
-        finally:
-            self._f.close()
-
     def verify_into(self, v: ChainVerifier) -> VerifyReport:
         """Feed the event lines to ``v`` and return its report: what :func:`run_rows` does
-        over :meth:`rows`, without building a row per intact line. An intact line costs one
+        for the database, without building a row per intact line. An intact line costs one
         chain hash over its own bytes and a few slices; the first line that does not fit
         goes, with the lines after it, to the same classifier as the database path."""
         e = v.start_seq + 1
@@ -226,12 +216,12 @@ class ExportReader:
             for raw in lines:
                 count += 1
                 n = len(raw)
-                body = raw[9 : n - 76]
+                body = raw[9 : n - _TAIL]
                 es = b"%d," % e
                 i = body.rfind(b',"seq":') + 7
                 k = body.rfind(b'"prev_hash":"') + 13
                 if (
-                    raw[n - 76 : n - 67] == b',"hash":"'
+                    raw[n - _TAIL : n - _HASH_AT] == _HASH_KEY
                     and raw[n - 3 :] == b'"}\n'
                     and raw[:19] == _EV_PREFIX
                     and body[i : i + len(es)] == es
@@ -239,7 +229,7 @@ class ExportReader:
                 ):
                     d = sha(prev + body).digest()
                     h = d.hex().encode()
-                    if h == raw[n - 67 : n - 3]:
+                    if h == raw[n - _HASH_AT : n - 3]:
                         if e in by_size or not e % 10_000:
                             v.seq = frontier.size = e - 1  # hand over the state in full
                             v.head_digest = prev
@@ -281,11 +271,11 @@ class ExportReader:
         n = len(raw)
         if not raw.endswith(b"\n") or not raw.startswith(_EV_PREFIX) or n < 100:
             return Row(None, None, None, None, where, "not an event line")
-        body = raw[9 : n - 1 - _SUFFIX_LEN]
-        tail = raw[n - 1 - _SUFFIX_LEN : n - 1]
+        body = raw[9 : n - _TAIL]
+        tail = raw[n - _TAIL : n - 1]
         hash_b = tail[9:73]
         if (
-            not tail.startswith(b',"hash":"')
+            not tail.startswith(_HASH_KEY)
             or not tail.endswith(b'"}')
             or not set(hash_b) <= _HEX
             or not body.endswith(b',"v":1}')

@@ -4,6 +4,8 @@ archive."""
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -13,7 +15,7 @@ from typing import Any
 
 from loguru import logger
 
-from riskguard.audit._canonical import canonical_json, format_ts
+from riskguard.audit._canonical import canonical_json, format_ts, parse_ts
 from riskguard.audit._checkpoint import (
     Checkpoint,
     KeyHistory,
@@ -29,6 +31,7 @@ from riskguard.audit._merkle import (
     inclusion_proof,
     mth,
 )
+from riskguard.audit._offline import verify_export
 from riskguard.audit._store import AuditStore, Head, SearchFilter
 from riskguard.audit._verify import ChainVerifier, VerifyReport, run_rows
 from riskguard.context import Principal
@@ -203,9 +206,9 @@ class AuditLog:
         due = self.every_events and head.seq - head.checkpoint_size >= self.every_events
         if not due and self.every_seconds and head.seq > head.checkpoint_size:
             last = head.checkpoint_at
-            due = last is None or (
-                self._clock() - datetime.strptime(last, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-            ) >= timedelta(seconds=self.every_seconds)
+            due = last is None or self._clock() - parse_ts(last) >= timedelta(
+                seconds=self.every_seconds
+            )
         if due:
             self._checkpoint(force=False)
 
@@ -226,9 +229,9 @@ class AuditLog:
 
     def _checkpoint(self, force: bool) -> SignedCheckpoint | None:
         signed = self.store.checkpoint(self._make, force=force)
-        if signed is not None and self.witness_path is not None:
-            self._witness(signed)
         if signed is not None:
+            if self.witness_path is not None:
+                self._witness(signed)
             _log.debug("checkpoint at size {}", signed.checkpoint.tree_size)
         return signed
 
@@ -405,8 +408,6 @@ class AuditLog:
         if m == 0:
             return None
         self.export(out, until=m)
-        from riskguard.audit._offline import verify_export
-
         report = verify_export(out, self.trusted_keys())
         if not report.ok:
             out.unlink(missing_ok=True)
@@ -427,8 +428,6 @@ class AuditLog:
 
 
 def _sha256_file(path: Path) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -439,8 +438,6 @@ def _sha256_file(path: Path) -> str:
 def read_witness(path: Path) -> list[tuple[str, str]]:
     """The checkpoints in a witness file, as ``(source, note)`` pairs. A line that does not
     parse is passed on as its raw text, so the verifier reports it as ``malformed``."""
-    import json
-
     out = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):

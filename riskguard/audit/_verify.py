@@ -128,10 +128,6 @@ class Row:
         except (ValueError, TypeError, KeyError):
             return None
 
-    def self_ok(self) -> bool:
-        """Whether the content matches the stored hash at the claimed seq."""
-        return self.seq is not None and self.hash is not None and self.rehash(self.seq) == self.hash
-
     def orig_seq(self, around: int) -> int | None:
         """The seq at which the content matches its hash, searched near ``around``."""
         if self.broken or self.hash is None:

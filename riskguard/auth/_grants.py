@@ -8,14 +8,13 @@ Each function takes the authenticated client and the form parameters and returns
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import re
 from typing import Any
 
 from riskguard.auth._clients import OAuthClient
 from riskguard.auth._codes import AuthorizationCode, AuthorizationCodeStore, hash_code
+from riskguard.auth._dpop import access_token_hash
 from riskguard.auth._errors import GrantRejected
 from riskguard.auth._oauth_http import OAuthError, invalid_request
 from riskguard.auth._revocation import AuthEvents, actor_for
@@ -66,9 +65,8 @@ def client_credentials(
 
 def pkce_matches(verifier: str, challenge: str) -> bool:
     """RFC 7636 §4.6 S256: ``BASE64URL(SHA256(verifier)) == challenge``, constant-time."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    computed = base64.urlsafe_b64encode(digest).rstrip(b"=")
-    return hmac.compare_digest(computed, challenge.encode("ascii"))
+    # The same computation as DPoP's ath: base64url(SHA-256(ASCII)).
+    return hmac.compare_digest(access_token_hash(verifier), challenge)
 
 
 def _revoke_issued(

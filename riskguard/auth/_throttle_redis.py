@@ -11,19 +11,11 @@ Needs the ``riskguard[redis]`` extra.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-try:
-    import redis
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "riskguard's Redis stores need the redis package: pip install 'riskguard[redis]'"
-    ) from exc
-
+# The import guard for the extra and the error mapping live with the other Redis stores.
+from riskguard.auth._redis import _client, _mapped, redis
 from riskguard.auth._throttle import Counter
-from riskguard.errors import StorageError
 
 __all__ = ["RedisCounterStore"]
 
@@ -42,14 +34,6 @@ return {redis.call('HINCRBY', KEYS[1], 'n', 1), exp}
 """
 
 
-@contextmanager
-def _mapped(what: str) -> Iterator[None]:
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise StorageError(f"{what} failed ({type(exc).__name__})", engine="redis") from exc
-
-
 class RedisCounterStore:
     """A :class:`~riskguard.auth.CounterStore` on Redis.
 
@@ -58,9 +42,7 @@ class RedisCounterStore:
     """
 
     def __init__(self, client: Any, *, prefix: str = _DEFAULT_PREFIX) -> None:
-        if not isinstance(client, redis.Redis):
-            raise TypeError("client must be a redis.Redis (use redis.Redis.from_url(url))")
-        self.client = client
+        self.client = _client(client)
         self.prefix = prefix
         self._hit = client.register_script(_HIT)
 

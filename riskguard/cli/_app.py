@@ -14,9 +14,12 @@ from rich.console import Console
 from riskguard._version import __version__
 from riskguard.errors import ConfigError, RiskGuardError
 
-__all__ = ["EXIT_FINDINGS", "EXIT_OK", "EXIT_USAGE", "State", "app", "main"]
+__all__ = ["EXIT_FINDINGS", "EXIT_OK", "EXIT_USAGE", "JsonOpt", "State", "app", "main"]
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+#: The ``--json`` option every command that reports takes.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 app = typer.Typer(
     name="riskguard",

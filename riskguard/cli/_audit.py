@@ -20,6 +20,8 @@ from rich.table import Table
 
 from riskguard.audit import (
     AuditEvent,
+    CheckpointError,
+    ConsistencyProof,
     InclusionProof,
     KeyHistory,
     SearchFilter,
@@ -31,8 +33,7 @@ from riskguard.audit import (
     read_witness,
     verify_export,
 )
-from riskguard.audit._checkpoint import CheckpointError
-from riskguard.cli._app import EXIT_FINDINGS, EXIT_OK, State, app
+from riskguard.cli._app import EXIT_FINDINGS, EXIT_OK, JsonOpt, State, app
 from riskguard.config import load_settings
 from riskguard.errors import ConfigError
 from riskguard.guard import Guard
@@ -44,7 +45,6 @@ audit_app = typer.Typer(
 )
 app.add_typer(audit_app, name="audit")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 PublicKeyOpt = Annotated[
     list[Path] | None,
     typer.Option("--public-key", "-k", help="Trusted Ed25519 public key PEM (repeatable)."),
@@ -165,8 +165,6 @@ def verify(
     else:
         with _guard(ctx) as guard:
             log = guard.audit
-            if trusted is None:
-                trusted = log.trusted_keys()
             head = log.head()
             with _progress(head.seq - head.pruned_through) as progress:
                 report = log.verify(trusted=trusted, external=external, progress=progress)
@@ -282,8 +280,6 @@ def _signed_root(note: object, trusted: list[TrustedKey]) -> tuple[int, bytes]:
 def _check_proof_doc(
     doc: Any, trusted: list[TrustedKey], event_hash: str | None
 ) -> tuple[bool, str]:
-    from riskguard.audit import ConsistencyProof
-
     try:
         if not isinstance(doc, dict):
             raise ValueError("not a proof document")

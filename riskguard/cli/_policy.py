@@ -32,7 +32,7 @@ from riskguard.access import (
 )
 from riskguard.access import explain as explain_request
 from riskguard.audit import SearchFilter, format_ts
-from riskguard.cli._app import EXIT_FINDINGS, EXIT_OK, State, app
+from riskguard.cli._app import EXIT_FINDINGS, EXIT_OK, JsonOpt, State, app
 from riskguard.config import load_settings
 from riskguard.errors import PolicyError
 from riskguard.guard import Guard
@@ -45,7 +45,6 @@ policy_app = typer.Typer(
 )
 app.add_typer(policy_app, name="policy")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The Casbin model file.")]
 PolicyOpt = Annotated[Path, typer.Option("--policy", "-p", help="The Casbin policy CSV file.")]
 _MODEL = Path("policies/model.conf")

@@ -201,7 +201,7 @@ def doctor(
 
 def _demo_audit(console: Console, settings: Settings, target: Path) -> None:
     """Serve a few O2O requests into the audit log, then verify, export and prove it."""
-    from riskguard.audit import TrustedKey, verify_export
+    from riskguard.audit import verify_export
     from riskguard.types import ResourceRef
 
     with Guard(settings) as guard:
@@ -225,10 +225,7 @@ def _demo_audit(console: Console, settings: Settings, target: Path) -> None:
         console.print(f"audit verify (database): {'intact' if report.ok else report.detail}")
         export = target / "audit-export.jsonl"
         log.export(export)
-        pub = TrustedKey.from_pem(
-            settings.resolve(settings.audit.signing_key).read_bytes(), "audit-signing"
-        )
-        offline = verify_export(export, [pub])
+        offline = verify_export(export, log.trusted_keys())
         console.print(f"audit verify --file {export.name}: "
                       f"{'intact' if offline.ok else offline.detail}")  # fmt: skip
         proof = log.prove(2)

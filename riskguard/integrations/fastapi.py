@@ -20,6 +20,8 @@ Needs the ``riskguard[fastapi]`` extra.
 
 from __future__ import annotations
 
+import asyncio
+
 try:
     from fastapi import APIRouter, FastAPI, Request
     from fastapi.responses import Response
@@ -54,18 +56,20 @@ def oauth_router(server: OAuthServer) -> APIRouter:
     under ``server.prefix``, and the RFC 8414 metadata at its well-known path."""
     router = APIRouter()
     p = server.prefix
+    # The server's handlers block (client secrets are checked with scrypt, stores do I/O):
+    # they run in a worker thread, which carries the request context along.
 
     @router.post(f"{p}/token", include_in_schema=False)
     async def token(request: Request) -> Response:
-        return send(server.token(await oauth_request(request)))
+        return send(await asyncio.to_thread(server.token, await oauth_request(request)))
 
     @router.post(f"{p}/introspect", include_in_schema=False)
     async def introspect(request: Request) -> Response:
-        return send(server.introspect(await oauth_request(request)))
+        return send(await asyncio.to_thread(server.introspect, await oauth_request(request)))
 
     @router.post(f"{p}/revoke", include_in_schema=False)
     async def revoke(request: Request) -> Response:
-        return send(server.revoke(await oauth_request(request)))
+        return send(await asyncio.to_thread(server.revoke, await oauth_request(request)))
 
     @router.get(f"{p}/jwks", include_in_schema=False)
     async def jwks() -> Response:
