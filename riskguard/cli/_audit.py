@@ -251,9 +251,15 @@ def check_proof(
     event_hash: Annotated[
         str | None, typer.Option(help="The event hash you hold (hex), to prove it is logged.")
     ] = None,
+    log_id: Annotated[
+        str | None,
+        typer.Option("--log-id", help="The log the proof must be about (checkpoint origin)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Verify a proof offline against its *signed* checkpoint (never an unsigned root)."""
+    """Verify a proof offline against its *signed* checkpoint (never an unsigned root).
+
+    A key may sign checkpoints of several logs: pass --log-id to insist on one."""
     trusted = _load_trusted(public_key or [], keys)
     if trusted is None:
         raise ConfigError("checking a proof needs the log's public key", hint="pass --public-key")
@@ -261,7 +267,7 @@ def check_proof(
         doc = json.loads(proof_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read the proof: {exc}", path=proof_file) from None
-    ok, detail = _check_proof_doc(doc, trusted, event_hash)
+    ok, detail = _check_proof_doc(doc, trusted, event_hash, log_id)
     if as_json:
         typer.echo(json.dumps({"ok": ok, "detail": detail}))
     else:
@@ -269,39 +275,47 @@ def check_proof(
     raise typer.Exit(EXIT_OK if ok else EXIT_FINDINGS)
 
 
-def _signed_root(note: object, trusted: list[TrustedKey]) -> tuple[int, bytes]:
+def _signed_root(
+    note: object, trusted: list[TrustedKey], log_id: str | None
+) -> tuple[int, bytes, str]:
     if not isinstance(note, str):
         raise ValueError("the proof carries no checkpoint note")
     cp = parse_checkpoint(note)
     cp.verify(trusted)
-    return cp.checkpoint.tree_size, cp.checkpoint.root
+    origin = cp.checkpoint.origin
+    if log_id is not None and origin != log_id:
+        raise CheckpointError(f"the checkpoint is for log {origin!r}, not {log_id!r}", "fork")
+    return cp.checkpoint.tree_size, cp.checkpoint.root, origin
 
 
 def _check_proof_doc(
-    doc: Any, trusted: list[TrustedKey], event_hash: str | None
+    doc: Any, trusted: list[TrustedKey], event_hash: str | None, log_id: str | None = None
 ) -> tuple[bool, str]:
     try:
         if not isinstance(doc, dict):
             raise ValueError("not a proof document")
         if "inclusion" in doc:
             proof = InclusionProof.from_json(doc["inclusion"])
-            size, root = _signed_root(doc.get("checkpoint"), trusted)
+            size, root, origin = _signed_root(doc.get("checkpoint"), trusted, log_id)
             if size != proof.tree_size:
                 return False, f"proof is for size {proof.tree_size}, checkpoint for {size}"
             if event_hash is not None and event_hash.lower() != proof.event_hash.hex():
                 return False, "the proof is for another event hash"
             if not proof.verify(root):
                 return False, f"seq {proof.seq} is not in the signed tree of size {size}"
-            return True, f"seq {proof.seq} is in the signed tree of size {size}"
+            return True, f"seq {proof.seq} is in the signed tree of size {size} of log {origin}"
         if "consistency" in doc:
             cproof = ConsistencyProof.from_json(doc["consistency"])
-            s1, r1 = _signed_root(doc.get("first"), trusted)
-            s2, r2 = _signed_root(doc.get("second"), trusted)
+            s1, r1, o1 = _signed_root(doc.get("first"), trusted, log_id)
+            s2, r2, o2 = _signed_root(doc.get("second"), trusted, log_id)
+            if o1 != o2:
+                return False, f"the checkpoints are of two logs ({o1!r}, {o2!r})"
             if (s1, s2) != (cproof.first, cproof.second):
                 return False, "the proof's sizes do not match its checkpoints"
             if not cproof.verify(r1, r2):
                 return False, f"signed trees of size {s1} and {s2} are not consistent (fork)"
-            return True, f"the signed tree of size {s1} is a prefix of the one of size {s2}"
+            prefix = f"the signed tree of size {s1} is a prefix of the one of size {s2}"
+            return True, f"{prefix} (log {o1})"
         raise ValueError("neither an inclusion nor a consistency proof")
     except CheckpointError as exc:
         return False, f"checkpoint: {exc} ({exc.kind})"
@@ -388,6 +402,12 @@ def archive(
 ) -> None:
     """Export, verify and then prune the oldest checkpointed events (kept >= 6 months)."""
     with _guard(ctx) as guard:
+        least = guard.settings.audit.min_retention_days
+        if older_than_days is not None and older_than_days < least:
+            raise typer.BadParameter(
+                f"audit events are kept at least {least} days ([audit] min_retention_days)",
+                param_hint="--older-than-days",
+            )
         rec = guard.audit.archive(out, older_than_days=older_than_days)
     if rec is None:
         typer.echo("nothing to archive: no checkpointed events are old enough")

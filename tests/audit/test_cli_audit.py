@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from riskguard.audit import TrustedKey, generate_signing_key, parse_checkpoint
 from riskguard.cli import main
 from riskguard.config import load_settings
 from riskguard.context import Principal, request_context
@@ -186,3 +188,79 @@ def test_missing_signing_key_is_a_config_error(
     (project / "keys" / "audit-signing.pem").unlink()
     code, _, err = run(capsys, *_rg(project, "audit", "checkpoint"))
     assert code == 2 and "signing key" in err and "keygen" in err
+
+
+def _proof(project: Path, capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    run(capsys, *_rg(project, "audit", "checkpoint"))
+    out = project / "p.json"
+    assert run(capsys, *_rg(project, "audit", "prove", *args, "--out", str(out)))[0] == 0
+    doc: dict[str, Any] = json.loads(out.read_text())
+    return doc
+
+
+def _check(
+    project: Path, capsys: pytest.CaptureFixture[str], doc: dict[str, Any], *extra: str
+) -> tuple[int, dict[str, Any]]:
+    f = project / "check.json"
+    f.write_text(json.dumps(doc))
+    pub = str(project / "keys" / "audit-signing.pub.pem")
+    code, out, _ = run(capsys, "audit", "check-proof", str(f), "-k", pub, "--json", *extra)
+    return code, json.loads(out)
+
+
+def test_a_proof_under_a_checkpoint_signed_by_another_key_is_refused(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A forger who re-signs the checkpoint with a key of his own gets nowhere."""
+    doc = _proof(project, capsys, "40")
+    cp = parse_checkpoint(doc["checkpoint"]).checkpoint
+    doc["checkpoint"] = cp.sign([generate_signing_key("audit-signing")]).note
+    code, report = _check(project, capsys, doc)
+    assert code == 1 and "unknown_key" in report["detail"]
+
+
+def test_a_proof_for_another_event_hash_or_log_is_refused(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = _proof(project, capsys, "40")
+    assert _check(project, capsys, doc, "--log-id", "riskguard/audit")[0] == 0
+    code, report = _check(project, capsys, doc, "--event-hash", "00" * 32)
+    assert code == 1 and "another event hash" in report["detail"]
+    code, report = _check(project, capsys, doc, "--log-id", "other/log")
+    assert code == 1 and "not 'other/log'" in report["detail"]
+
+
+def test_a_changed_or_swapped_consistency_proof_is_refused(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = _proof(project, capsys, "--consistency", "100", "200")
+    assert _check(project, capsys, doc)[0] == 0
+    changed = json.loads(json.dumps(doc))
+    changed["consistency"]["path"][0] = "A" * 43 + "="
+    code, report = _check(project, capsys, changed)
+    assert code == 1 and "not consistent" in report["detail"]
+    swapped = {**doc, "first": doc["second"], "second": doc["first"]}
+    code, report = _check(project, capsys, swapped)
+    assert code == 1 and "do not match" in report["detail"]
+
+
+def test_verify_with_a_key_history_file(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pem = (project / "keys" / "audit-signing.pem").read_bytes()
+    key = TrustedKey.from_pem(pem, "audit-signing")
+    history = project / "history.toml"
+    history.write_text(f'[[key]]\nname = "audit-signing"\npublic_key = "{key.verifier_key()}"\n')
+    code, out, _ = run(capsys, *_rg(project, "audit", "verify", "--keys", str(history), "--json"))
+    assert code == 0 and json.loads(out)["ok"] is True
+    other = generate_signing_key("audit-signing").trusted()
+    history.write_text(f'[[key]]\nname = "audit-signing"\npublic_key = "{other.verifier_key()}"\n')
+    code, out, _ = run(capsys, *_rg(project, "audit", "verify", "--keys", str(history), "--json"))
+    assert code == 1 and json.loads(out)["kind"] == "unknown_key"
+
+
+def test_archive_command(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = project / "old.jsonl"
+    code, text, _ = run(capsys, *_rg(project, "audit", "archive", "--out", str(out)))
+    assert code == 0 and "nothing to archive" in text and not out.exists()
+    code, _, err = run(capsys, *_rg(project, "audit", "archive", "--out", str(out),
+                                    "--older-than-days", "10"))  # fmt: skip
+    assert code == 2 and "at least 183 days" in err and not out.exists()

@@ -61,3 +61,24 @@ def test_a_missing_schema_says_how_to_create_it(tmp_path: Path) -> None:
     with Guard(settings) as guard, pytest.raises(StorageError) as err:
         guard.audit.record("auth.login", "success")
     assert "create_schema" in err.value.diagnostics()
+
+
+def test_a_key_history_from_the_config_signs_and_verifies(tmp_path: Path) -> None:
+    from riskguard.audit import generate_signing_key
+
+    key = generate_signing_key("audit-2026a")
+    (tmp_path / "a.pem").write_bytes(key.private_pem())
+    old = generate_signing_key("audit-2025").trusted()
+    (tmp_path / "keys.toml").write_text(
+        f'[[key]]\nname = "audit-2025"\npublic_key = "{old.verifier_key()}"\n\n'
+        f'[[key]]\nname = "audit-2026a"\npublic_key = "{key.trusted().verifier_key()}"\n'
+        'private_key = "a.pem"\n',
+        encoding="utf-8",
+    )
+    with Guard(load_settings(_config(tmp_path, 'key_history = "keys.toml"'))) as guard:
+        guard.create_schema()
+        guard.audit.record("auth.login", "success")
+        signed = guard.audit.checkpoint()
+        report = guard.audit.verify()
+    assert [name for name, _, _ in signed.signatures()] == ["audit-2026a"]
+    assert report.ok and report.checkpoints == 1
