@@ -10,21 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from riskguard.cli import main
 from riskguard.config import load_settings
 from riskguard.guard import Guard
+from tests._cli import run
 
 POLICIES = Path(__file__).parents[2] / "policies"
 MODEL = str(POLICIES / "model.conf")
 POLICY = str(POLICIES / "policy.csv")
 TESTS = str(POLICIES / "tests")
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ei:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return int(ei.value.code or 0), out, err
 
 
 def _shipped(*args: str) -> list[str]:

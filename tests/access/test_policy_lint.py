@@ -10,20 +10,13 @@ from pathlib import Path
 import pytest
 
 from riskguard.access._lint import KINDS
-from riskguard.cli import main
+from tests._cli import run
 
 POLICIES = Path(__file__).parents[2] / "policies"
 MODEL = str(POLICIES / "model.conf")
 CORPUS = Path(__file__).parent / "lint_corpus"
 SCHEMA = str(CORPUS / "resources.toml")
 _EXPECT = re.compile(r"^# expect: (\w+) at line (\d+)", re.M)
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ei:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return int(ei.value.code or 0), out, err
 
 
 def _planted() -> list[tuple[Path, str, int]]:

@@ -10,18 +10,11 @@ from typing import Any
 import pytest
 
 from riskguard.audit import TrustedKey, generate_signing_key, parse_checkpoint
-from riskguard.cli import main
 from riskguard.config import load_settings
 from riskguard.context import Principal, request_context
 from riskguard.guard import Guard
 from riskguard.types import ResourceRef
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ei:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return int(ei.value.code or 0), out, err
+from tests._cli import run
 
 
 @pytest.fixture

@@ -6,14 +6,7 @@ from pathlib import Path
 import pytest
 
 from riskguard import __version__
-from riskguard.cli import main
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ei:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return int(ei.value.code or 0), out, err
+from tests._cli import run
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
