@@ -93,13 +93,22 @@ class AuthSettings(_Section):
 
 
 class AccessSettings(_Section):
-    """``[access]``: Casbin model and policy, reload, decision auditing."""
+    """``[access]``: Casbin model and policy, reload, decision auditing.
+
+    ``adapter = "sql"`` reads the policy named ``policy_name`` from the database
+    (``rg_access_policy``; ``riskguard policy push`` stores it) instead of ``policy``.
+    ``reload = "watch"`` polls the model and the policy every ``watch_interval_s``;
+    ``"redis"`` reloads on notices from ``riskguard policy push`` and other processes
+    (needs ``[redis] url``).
+    """
 
     model: Path = Field(default=Path("policies/model.conf"), strict=False)
     policy: Path = Field(default=Path("policies/policy.csv"), strict=False)
     resources: Path | None = Field(default=Path("policies/resources.toml"), strict=False)
     adapter: Literal["file", "sql"] = "file"
+    policy_name: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     reload: Literal["none", "watch", "redis"] = "none"
+    watch_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0, strict=False)
     audit_allow_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0, strict=False)
 
 

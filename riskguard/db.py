@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
@@ -28,6 +29,7 @@ from riskguard.errors import ConfigError, StorageError
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ExactString",
     "create_engine",
     "create_schema",
     "engine_kind",
@@ -62,6 +64,7 @@ meta_table = sa.Table(
 
 # Modules that define tables on `metadata`. Each part adds its own line.
 _TABLE_MODULES: tuple[str, ...] = (
+    "riskguard.access._sql",
     "riskguard.audit._sql",
     "riskguard.auth._sql",
     "riskguard.auth._sql_oauth",
@@ -75,6 +78,37 @@ _DRIVERS = {
     "mysql": ("mysql+pymysql", "mysql"),
     "mariadb": ("mysql+pymysql", "mysql"),
 }
+
+
+class ExactString(sa.TypeDecorator[str]):
+    """A string compared byte for byte on every engine.
+
+    MariaDB's and MySQL's default collations ignore case and (PAD SPACE) trailing spaces,
+    so ``jti-1`` would match ``JTI-1 ``: on them the column is VARBINARY holding UTF-8.
+    PostgreSQL and SQLite compare text exactly already.
+    """
+
+    impl = sa.String
+    cache_ok = True
+
+    def __init__(self, length: int) -> None:
+        super().__init__(length)
+        self.length = length
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.VARBINARY(self.length * 4))
+        return dialect.type_descriptor(sa.String(self.length))
+
+    def process_bind_param(self, value: str | None, dialect: sa.Dialect) -> Any:
+        if value is not None and dialect.name in ("mysql", "mariadb"):
+            return value.encode("utf-8")
+        return value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> str | None:
+        if isinstance(value, bytes | bytearray):
+            return bytes(value).decode("utf-8")
+        return None if value is None else str(value)
 
 
 def load_tables() -> sa.MetaData:

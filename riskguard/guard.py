@@ -103,16 +103,22 @@ class Guard:
 
     @property
     def access(self) -> AccessControl:
-        """Access decisions on the ``[access]`` model and policy, audited on :attr:`audit`.
+        """Access decisions on the ``[access]`` model and policy, audited on :attr:`audit`;
+        ``adapter = "sql"`` reads the policy from :attr:`engine`'s database, and the
+        ``reload`` trigger the settings name runs until :meth:`AccessControl.close`.
 
-        :raises PolicyError: the model or policy file is invalid (file and line named).
+        :raises PolicyError: the model or policy is invalid (file and line named), or no
+            policy of that name is stored (SQL adapter).
         :raises ConfigError: the audit log cannot be built (see :attr:`audit`), or
-            ``[access] adapter`` is not ``file`` (the SQL adapter is not built yet).
+            ``reload = "redis"`` without ``[redis] url``.
+        :raises StorageError: the database or Redis is unreachable.
         """
         if self._access is None:
             from riskguard.access import AccessControl
 
-            self._access = AccessControl.from_settings(self.settings, audit=self.audit)
+            self._access = AccessControl.from_settings(
+                self.settings, audit=self.audit, engine=self.engine
+            )
         return self._access
 
     def create_schema(self) -> None:
@@ -123,7 +129,10 @@ class Guard:
         db.create_schema(self.engine)
 
     def close(self) -> None:
-        """Release the engine's connections (only an engine this Guard created)."""
+        """Stop the access policy's reload trigger, then release the engine's connections
+        (only an engine this Guard created)."""
+        if self._access is not None:
+            self._access.close()
         if self._engine is not None and self._owns_engine:
             self._engine.dispose()
             self._engine = None

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Mapping
 from itertools import repeat
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -14,12 +15,16 @@ from loguru import logger
 from riskguard.access._decision import Decision, EngineKind
 from riskguard.access._lines import FilePolicy, PolicyLine, PolicySource
 from riskguard.access._model import ModelDef, read_model
+from riskguard.access._reload import PolicyWatcher, RedisReloadListener
 from riskguard.access._snapshot import Snapshot, load_snapshot
+from riskguard.access._sql import SqlPolicy
 from riskguard.context import Principal, current_principal
-from riskguard.errors import AccessDenied, ConfigError, PolicyError
+from riskguard.errors import AccessDenied, ConfigError, PolicyError, StorageError
 from riskguard.types import AuditRecorder, ResourceRef
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine as SqlEngine
+
     from riskguard.config import Settings
 
 __all__ = ["PLATFORM_DOMAIN", "AccessControl"]
@@ -52,6 +57,11 @@ class AccessControl:
     ``deny``, reason the deciding rule's ``file:line``): denies always, allows with
     probability ``allow_sample_rate`` drawn from ``rng`` (seeded, so runs repeat).
 
+    :meth:`reload` swaps in a new snapshot whole; :class:`~riskguard.access.PolicyWatcher`
+    (files, SQL version) and :class:`~riskguard.access.RedisReloadListener` (notices from
+    other processes) call it. :meth:`from_settings` starts the one ``[access] reload``
+    names, and :meth:`close` (or leaving a ``with`` block) stops it.
+
     :param model: the model file (``model.conf``).
     :param policy: the policy file (``policy.csv``) or any :class:`PolicySource`.
     :param cache_size: decisions kept in the LRU (0: none).
@@ -80,28 +90,91 @@ class AccessControl:
         self._cache_size = cache_size
         self._compiled = compiled
         self._reload_lock = threading.Lock()
+        self._triggers: list[PolicyWatcher | RedisReloadListener] = []
         self._snap = self._load()
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, audit: AuditRecorder | None = None
+        cls,
+        settings: Settings,
+        *,
+        audit: AuditRecorder | None = None,
+        engine: SqlEngine | None = None,
     ) -> AccessControl:
-        """Build from ``[access]`` (file adapter; paths relative to the config file).
+        """Build from ``[access]`` (paths relative to the config file) and start the reload
+        trigger it names: ``watch`` polls the model and the policy (the file, or the SQL
+        policy's version) every ``watch_interval_s``; ``redis`` listens for notices on
+        ``<[redis] prefix>access:reload``. :meth:`close` stops it.
 
-        :raises PolicyError: the model or policy is invalid.
-        :raises ConfigError: ``adapter`` is not ``file`` (the SQL adapter is not built yet).
+        :param engine: the engine of riskguard's tables; needed by ``adapter = "sql"``,
+            which reads the policy named ``policy_name`` from ``rg_access_policy``.
+        :raises PolicyError: the model or policy is invalid (or no SQL policy is stored).
+        :raises ConfigError: ``adapter = "sql"`` without an engine, or ``reload = "redis"``
+            without ``[redis] url``.
+        :raises StorageError: the database or Redis is unreachable.
+        :raises ImportError: ``reload = "redis"`` without the ``riskguard[redis]`` extra.
         """
         a = settings.access
-        if a.adapter != "file":
+        source: PolicySource
+        if a.adapter == "sql":
+            if engine is None:
+                raise ConfigError(
+                    'adapter = "sql" reads the policy from the database: pass engine=',
+                    key="access.adapter",
+                    hint="Guard.access passes its engine",
+                )
+            source = SqlPolicy(engine, name=a.policy_name)
+        else:
+            source = FilePolicy(settings.resolve(a.policy))
+        redis_url = settings.redis.url
+        if a.reload == "redis" and redis_url is None:
             raise ConfigError(
-                f"access adapter {a.adapter!r} is not available yet", key="access.adapter"
+                'reload = "redis" needs a Redis server', key="redis.url", hint="set [redis] url"
             )
-        return cls(
+        ac = cls(
             settings.resolve(a.model),
-            settings.resolve(a.policy),
+            source,
             audit=audit,
             allow_sample_rate=a.audit_allow_sample_rate,
         )
+        try:
+            if a.reload == "watch":
+                ac._triggers.append(PolicyWatcher(ac, interval=a.watch_interval_s).start())
+            elif a.reload == "redis" and redis_url is not None:
+                listener = RedisReloadListener.from_url(
+                    ac,
+                    redis_url,
+                    prefix=settings.redis.prefix,
+                    name=a.policy_name if a.adapter == "sql" else None,
+                )
+                ac._triggers.append(listener.start())
+        except BaseException:
+            ac.close()
+            raise
+        return ac
+
+    @property
+    def triggers(self) -> tuple[PolicyWatcher | RedisReloadListener, ...]:
+        """The reload triggers :meth:`from_settings` started (check ``alive`` in a health
+        probe)."""
+        return tuple(self._triggers)
+
+    def close(self) -> None:
+        """Stop the reload triggers :meth:`from_settings` started (idempotent). Decisions
+        keep working on the policy in force."""
+        while self._triggers:
+            self._triggers.pop().stop()
+
+    def __enter__(self) -> AccessControl:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     # -- the policy -------------------------------------------------------------------
 
@@ -129,6 +202,7 @@ class AccessControl:
 
         :returns: the new policy hash.
         :raises PolicyError: the new files are invalid (the old policy stays in force).
+        :raises StorageError: the policy's database failed (the old policy stays in force).
         """
         with self._reload_lock:
             old = self._snap.hash
@@ -137,6 +211,9 @@ class AccessControl:
             except PolicyError as exc:
                 where = f" ({Path(exc.path).name}:{exc.line or '-'})" if exc.path else ""
                 self._record_reload("failure", exc.message + where, old, None)
+                raise
+            except StorageError as exc:
+                self._record_reload("failure", str(exc), old, None)
                 raise
             self._snap = snap
         self._record_reload("success", None, old, snap.hash)

@@ -35,7 +35,7 @@ from riskguard.auth._refresh import (
     RotateResult,
     check_successor,
 )
-from riskguard.db import engine_kind, map_errors, metadata, write_transaction
+from riskguard.db import ExactString, engine_kind, map_errors, metadata, write_transaction
 
 __all__ = [
     "SqlDenyList",
@@ -48,48 +48,17 @@ __all__ = [
 ]
 
 
-class _ExactString(sa.TypeDecorator[str]):
-    """A string compared byte for byte on every engine.
-
-    MariaDB's and MySQL's default collations ignore case and (PAD SPACE) trailing spaces,
-    so ``jti-1`` would match ``JTI-1 ``: on them the column is VARBINARY holding UTF-8.
-    PostgreSQL and SQLite compare text exactly already.
-    """
-
-    impl = sa.String
-    cache_ok = True
-
-    def __init__(self, length: int) -> None:
-        super().__init__(length)
-        self.length = length
-
-    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
-        if dialect.name in ("mysql", "mariadb"):
-            return dialect.type_descriptor(mysql.VARBINARY(self.length * 4))
-        return dialect.type_descriptor(sa.String(self.length))
-
-    def process_bind_param(self, value: str | None, dialect: sa.Dialect) -> Any:
-        if value is not None and dialect.name in ("mysql", "mariadb"):
-            return value.encode("utf-8")
-        return value
-
-    def process_result_value(self, value: Any, dialect: sa.Dialect) -> str | None:
-        if isinstance(value, bytes | bytearray):
-            return bytes(value).decode("utf-8")
-        return None if value is None else str(value)
-
-
 denylist_table = sa.Table(
     "rg_auth_denylist",
     metadata,
-    sa.Column("jti", _ExactString(255), primary_key=True),
+    sa.Column("jti", ExactString(255), primary_key=True),
     sa.Column("expires_at", sa.Double, index=True),  # NULL: revoked for ever
 )
 
 family_table = sa.Table(
     "rg_auth_refresh_family",
     metadata,
-    sa.Column("family_id", _ExactString(64), primary_key=True),
+    sa.Column("family_id", ExactString(64), primary_key=True),
     sa.Column("client_id", sa.String(255), nullable=False),
     sa.Column("subject", sa.String(255), nullable=False, index=True),
     sa.Column("created_at", sa.Double, nullable=False),
@@ -104,7 +73,7 @@ refresh_table = sa.Table(
     sa.Column("token_hash", sa.String(64), primary_key=True),
     sa.Column(
         "family_id",
-        _ExactString(64),
+        ExactString(64),
         sa.ForeignKey("rg_auth_refresh_family.family_id"),
         nullable=False,
         index=True,
@@ -123,7 +92,7 @@ refresh_table = sa.Table(
     sa.Column("expires_at", sa.Double, nullable=False, index=True),
     sa.Column("family_issued_at", sa.Double, nullable=False),
     sa.Column("used_at", sa.Double),
-    sa.Column("access_jti", _ExactString(255)),
+    sa.Column("access_jti", ExactString(255)),
     sa.Column("access_exp", sa.Double),
 )
 

@@ -20,8 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from riskguard.auth._clients import OAuthClient
 from riskguard.auth._codes import REUSE_MEMORY, AuthorizationCode, ConsumeResult
-from riskguard.auth._sql import _ExactString
-from riskguard.db import map_errors, metadata, write_transaction
+from riskguard.db import ExactString, map_errors, metadata, write_transaction
 from riskguard.errors import StorageError
 
 __all__ = ["SqlAuthorizationCodeStore", "SqlClientRegistry", "client_table", "code_table"]
@@ -29,7 +28,7 @@ __all__ = ["SqlAuthorizationCodeStore", "SqlClientRegistry", "client_table", "co
 client_table = sa.Table(
     "rg_auth_client",
     metadata,
-    sa.Column("client_id", _ExactString(255), primary_key=True),
+    sa.Column("client_id", ExactString(255), primary_key=True),
     sa.Column("secret_hash", sa.String(255)),
     sa.Column("auth_method", sa.String(32), nullable=False),
     sa.Column("redirect_uris", sa.Text, nullable=False),  # JSON array
@@ -45,7 +44,7 @@ code_table = sa.Table(
     "rg_auth_code",
     metadata,
     sa.Column("code_hash", sa.String(64), primary_key=True),
-    sa.Column("client_id", _ExactString(255), nullable=False),
+    sa.Column("client_id", ExactString(255), nullable=False),
     sa.Column("redirect_uri", sa.Text),
     sa.Column("code_challenge", sa.String(64), nullable=False),
     sa.Column("subject", sa.String(255), nullable=False),

@@ -1,5 +1,6 @@
 """``riskguard policy …``: what security teams run on Casbin policies — test, explain,
-lint, diff and least-privilege.
+lint, diff and least-privilege — and ``push`` / ``pull`` for a policy kept in the database
+(``[access] adapter = "sql"``).
 
 Exit codes: 0 ok, 1 findings (a failing case, coverage below the gate, a lint finding, a
 difference, unused grants), 2 usage or configuration error. ``--json`` everywhere.
@@ -15,16 +16,20 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from sqlalchemy.engine import Engine
 
 from riskguard.access import (
     AccessControl,
     FilePolicy,
     PolicyDiff,
     PolicyView,
+    RedisReloadNotifier,
+    SqlPolicy,
     diff_policies,
     least_privilege,
     lint_files,
     load_cases,
+    load_snapshot,
     observed_requests,
     read_model,
     read_schema,
@@ -40,13 +45,18 @@ from riskguard.guard import Guard
 __all__ = ["policy_app"]
 
 policy_app = typer.Typer(
-    help="Test, explain, lint and diff access policies; propose least privilege.",
+    help="Test, explain, lint and diff access policies; propose least privilege; push and "
+    "pull the policy kept in the database.",
     no_args_is_help=True,
 )
 app.add_typer(policy_app, name="policy")
 
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The Casbin model file.")]
 PolicyOpt = Annotated[Path, typer.Option("--policy", "-p", help="The Casbin policy CSV file.")]
+NameOpt = Annotated[
+    str | None,
+    typer.Option("--name", help="The stored policy's name (default: access.policy_name)."),
+]
 _MODEL = Path("policies/model.conf")
 _POLICY = Path("policies/policy.csv")
 
@@ -262,3 +272,103 @@ def least_privilege_cmd(
                   + (f", written to {out}" if out else ""), markup=False)  # fmt: skip
     unused = report.unused_rules or report.unused_grants
     raise typer.Exit(EXIT_FINDINGS if unused else EXIT_OK)
+
+
+def _store(engine: Engine, name: str) -> SqlPolicy:
+    try:
+        return SqlPolicy(engine, name=name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--name") from None
+
+
+@policy_app.command("push")
+def push_cmd(
+    ctx: typer.Context,
+    file: Annotated[
+        Path | None, typer.Argument(help="The policy CSV (default: access.policy).")
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", help="The Casbin model (default: access.model)."),
+    ] = None,
+    name: NameOpt = None,
+    notify: Annotated[
+        bool,
+        typer.Option("--notify/--no-notify", help="Publish a reload notice when redis.url is set."),
+    ] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Store a policy CSV in the database (rg_access_policy) after checking it as an
+    enforcer would, in one transaction; then, when redis.url is set, tell the running
+    enforcers to reload. Exit 0 stored, 1 invalid policy or storage error (nothing
+    stored)."""
+    state: State = ctx.obj
+    settings = load_settings(state.config)
+    name = name or settings.access.policy_name
+    path = file if file is not None else settings.resolve(settings.access.policy)
+    model_def = read_model(model if model is not None else settings.resolve(settings.access.model))
+    # Checked on the file first, so that an error names policy.csv:line.
+    snap = load_snapshot(model_def, FilePolicy(path))
+    with Guard(settings) as guard:
+        store = _store(guard.engine, name)
+        version = store.replace(snap.lines, model=model_def)
+    doc: dict[str, Any] = {
+        "ok": True,
+        "name": name,
+        "file": str(path),
+        "version": version,
+        "lines": len(snap.lines),
+        "hash": snap.hash,
+        "notified": None,
+    }
+    con = _console()
+    if not as_json:
+        stored = f"stored {len(snap.lines)} lines of {path} as sql:{name} version {version}"
+        con.print(f"{stored} ({snap.hash[:19]})", markup=False)
+    url = settings.redis.url
+    if notify and url is not None:
+        # Stored already: a Redis failure below is reported (exit 1) but changes nothing.
+        with RedisReloadNotifier.from_url(url, prefix=settings.redis.prefix, name=name) as n:
+            doc["notified"] = n.notify(snap.hash)
+        if not as_json:
+            sent = f"reload notice sent on {n.channel} to {doc['notified']} listener(s)"
+            con.print(sent, markup=False)
+    elif not as_json:
+        why = "no [redis] url" if notify else "--no-notify"
+        con.print(f"no reload notice sent ({why})", markup=False)
+    if as_json:
+        _echo_json(doc)
+    raise typer.Exit(EXIT_OK)
+
+
+@policy_app.command("pull")
+def pull_cmd(
+    ctx: typer.Context,
+    name: NameOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the CSV here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the policy stored in the database as Casbin CSV: line n is the rule that
+    decisions and errors call sql:<name>:n. Exit 0, 1 when no policy of that name is
+    stored."""
+    state: State = ctx.obj
+    settings = load_settings(state.config)
+    name = name or settings.access.policy_name
+    with Guard(settings) as guard:
+        store = _store(guard.engine, name)
+        marker = store.marker()  # read first: the lines are this version or a later one
+        lines = store.load()
+    text = "".join(f"{pl}\n" for pl in lines)
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+    if as_json:
+        version = int(marker.partition(":")[0]) if marker else None
+        rows = [{"line": pl.line, "ptype": pl.ptype, "values": list(pl.values)} for pl in lines]
+        _echo_json(
+            {"name": name, "version": version, "out": str(out) if out else None, "lines": rows}
+        )
+    elif out is not None:
+        _console().print(f"wrote {len(lines)} lines of sql:{name} to {out}", markup=False)
+    else:
+        typer.echo(text, nl=False)
+    raise typer.Exit(EXIT_OK)

@@ -13,7 +13,7 @@ from riskguard.access import PLATFORM_DOMAIN, AccessControl, MemoryPolicy
 from riskguard.audit import AuditLog, MemoryStore
 from riskguard.config import load_settings
 from riskguard.context import Principal, request_context
-from riskguard.errors import AccessDenied, ConfigError, PolicyError
+from riskguard.errors import AccessDenied, PolicyError
 from riskguard.guard import Guard
 from tests.doubles import RecordingAudit
 
@@ -232,13 +232,6 @@ def test_guard_access_uses_the_settings_and_the_audit_log(tmp_path: Path) -> Non
         assert not ac.enforce("aude", "platform", "audit.log", "update")
         events = list(guard.audit.store.events())
         assert [(e.action, e.outcome) for e in events] == [("access.decision", "deny")]
-
-
-def test_guard_access_refuses_the_sql_adapter_for_now(tmp_path: Path) -> None:
-    cfg = _guard_config(tmp_path, 'adapter = "sql"\n')
-    with Guard(load_settings(cfg, environ={})) as guard, pytest.raises(ConfigError) as err:
-        _ = guard.access
-    assert err.value.key == "access.adapter"
 
 
 def test_audit_events_stay_small_when_many_rules_match(files: tuple[Path, Path]) -> None:
