@@ -74,6 +74,9 @@ class KeysSettings(_Section):
     kek_env: str = "RISKGUARD_KEK"
     dek_cache_ttl_s: int = Field(default=300, ge=0)
     blind_index_region: str = "CN"
+    # Modules whose SQLAlchemy tables hold encrypted columns (for `riskguard keys rewrap`,
+    # `status`, `retire` and `shred`), e.g. ["myapp.models"].
+    models: list[str] = Field(default_factory=list)
 
 
 class AuthSettings(_Section):

@@ -69,6 +69,7 @@ _TABLE_MODULES: tuple[str, ...] = (
     "riskguard.auth._sql",
     "riskguard.auth._sql_oauth",
     "riskguard.auth._throttle_sql",
+    "riskguard.crypto._tables",
 )
 
 _DRIVERS = {

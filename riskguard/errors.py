@@ -14,6 +14,7 @@
      ├── RuleError                      path, line
      ├── AuditError                     an event cannot be recorded (bad or oversize details)
      ├── IntegrityError                 seq, kind
+     ├── InvalidValue                   kind, check (a phone, ID number… that does not parse)
      └── RetentionError
 
 Every message says what went wrong, where, and what to do. Messages never carry secrets or
@@ -31,6 +32,7 @@ __all__ = [
     "ConfigError",
     "DecryptionError",
     "IntegrityError",
+    "InvalidValue",
     "KeyManagementError",
     "PolicyError",
     "RetentionError",
@@ -236,6 +238,23 @@ class IntegrityError(RiskGuardError):
 
     def where(self) -> str | None:
         return f"seq {self.seq}, {self.kind}" if self.seq is not None else self.kind
+
+
+class InvalidValue(RiskGuardError, ValueError):
+    """A value handed to riskguard for a personal-data field does not parse or validate (a
+    phone number, a resident ID number, an address). ``kind`` names the field kind
+    (``phone``, ``cn_id``…), ``check`` the check that failed (``parse``, ``checksum``,
+    ``birth_date``…). The message never repeats the value."""
+
+    code = "invalid_value"
+
+    def __init__(self, message: str, *, kind: str, check: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.kind = kind
+        self.check = check
+
+    def where(self) -> str | None:
+        return f"{self.kind}, check {self.check}"
 
 
 class RetentionError(RiskGuardError):

@@ -15,6 +15,7 @@ from riskguard.config import Settings, load_settings
 if TYPE_CHECKING:
     from riskguard.access import AccessControl
     from riskguard.audit import AuditLog, KeyHistory
+    from riskguard.crypto import FieldCrypto
 
 __all__ = ["Guard"]
 
@@ -37,6 +38,7 @@ class Guard:
         self._engine = engine
         self._audit: AuditLog | None = None
         self._access: AccessControl | None = None
+        self._crypto: FieldCrypto | None = None
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, *, engine: Engine | None = None) -> Guard:
@@ -121,6 +123,28 @@ class Guard:
             )
         return self._access
 
+    @property
+    def crypto(self) -> FieldCrypto:
+        """Field encryption configured from ``[keys]``: the keyring on :attr:`engine`
+        (data keys wrapped by the configured provider's KEK), audited on :attr:`audit`.
+
+        :raises ConfigError: the provider cannot be built (missing keyring file or
+            passphrase variable, malformed KEK variable).
+        :raises KeyManagementError: the keyring file does not open (wrong passphrase).
+        """
+        if self._crypto is None:
+            from riskguard.crypto import FieldCrypto, Keyring, provider_from_settings
+
+            k = self.settings.keys
+            keyring = Keyring(
+                self.engine,
+                provider_from_settings(self.settings),
+                audit=self.audit,
+                cache_ttl_s=k.dek_cache_ttl_s,
+            )
+            self._crypto = FieldCrypto(keyring, region=k.blind_index_region)
+        return self._crypto
+
     def create_schema(self) -> None:
         """Create riskguard's tables where missing.
 
@@ -138,6 +162,7 @@ class Guard:
             self._engine = None
         self._audit = None
         self._access = None
+        self._crypto = None
 
     def __enter__(self) -> Guard:
         return self

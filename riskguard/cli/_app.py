@@ -72,7 +72,7 @@ def root(
 
 def _register() -> None:
     # Sub-command modules attach themselves to `app` on import.
-    from riskguard.cli import _audit, _policy, _project  # noqa: F401
+    from riskguard.cli import _audit, _keys, _policy, _project  # noqa: F401
 
 
 _register()

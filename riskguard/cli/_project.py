@@ -199,6 +199,77 @@ def doctor(
     raise typer.Exit(_print_checks(run_checks(settings), as_json))
 
 
+def _demo_crypto(console: Console, settings: Settings, target: Path) -> None:
+    """Encrypt customers' personal data, find one by any phone spelling, mask it for a
+    role, rotate and rewrap a key, then shred one customer."""
+    import sqlalchemy as sa
+
+    from riskguard.crypto import (
+        BlindIndexSpec,
+        EncryptedString,
+        FieldCrypto,
+        Keyring,
+        MaskPolicy,
+        MemoryKeyProvider,
+        rewrap_column,
+    )
+    from riskguard.errors import ShreddedError
+
+    with Guard(settings) as guard:
+        # The demo's keys live in memory; a deployment uses [keys] provider = "file" or a KMS.
+        crypto = FieldCrypto(Keyring(guard.engine, MemoryKeyProvider(), audit=guard.audit))
+        md = sa.MetaData()
+        t = sa.Table(
+            "demo_customer",
+            md,
+            sa.Column("id", sa.String(20), primary_key=True),
+            sa.Column("phone", EncryptedString(
+                crypto, length=20, per_row=True, subject="id",
+                blind_index=BlindIndexSpec("phone_bidx", "phone", bits=8))),
+            sa.Column("phone_bidx", sa.String(2)),
+            sa.Column("note", EncryptedString(crypto, per_row=True)),
+        )  # fmt: skip
+        md.drop_all(guard.engine)
+        md.create_all(guard.engine)
+        people = [("u-1001", "13800138000"), ("u-1002", "13912345678"), ("u-1003", "13700001111")]
+        rows = [crypto.prepare(t, {"id": i, "phone": p, "note": "ring twice"}) for i, p in people]
+        with guard.engine.begin() as conn:
+            conn.execute(t.insert(), rows)
+            stored = conn.execute(sa.select(sa.type_coerce(t.c.phone, sa.Text))).scalars().first()
+        console.print(f"stored phone ciphertext: {stored[:28]}…")
+        masks = MaskPolicy.from_toml(settings.resolve("policies/masking.toml"))
+        for spelling in ("+86 138-0013-8000", "0086 13800138000"):
+            with guard.engine.connect() as conn, crypto.pii_reads():
+                found = [
+                    crypto.reveal(t, r)
+                    for r in conn.execute(
+                        sa.select(t).where(t.c.phone.blind_eq(spelling))
+                    ).mappings()
+                ]
+            exact = [r for r in found if r["phone"] == "13800138000"]
+            shown = masks.apply("customer.phone", exact[0]["phone"], "cs_agent")
+            console.print(
+                f"blind-index search {spelling!r}: {exact[0]['id']}, cs_agent sees {shown}"
+            )
+        crypto.keyring.rotate("field:demo_customer.note")
+        report = rewrap_column(guard.engine, t, "note", batch_size=2)
+        console.print(
+            f"key rotated, {report.rewrapped} rows rewrapped, left on old versions: "
+            f"{sum(n for k, n in report.remaining.items() if k != report.primary)}"
+        )
+        erased = crypto.shred("u-1002", tables=[t], engine=guard.engine)
+        with guard.engine.connect() as conn:
+            row = conn.execute(sa.select(t).where(t.c.id == "u-1002")).mappings().one()
+        try:
+            crypto.reveal(t, row)
+        except ShreddedError:
+            console.print(
+                f"u-1002 shredded ({erased.key.versions_destroyed} key destroyed, "
+                f"old backups protected: {erased.key.backups_protected}): reads erased"
+            )
+        md.drop_all(guard.engine)
+
+
 def _demo_audit(console: Console, settings: Settings, target: Path) -> None:
     """Serve a few O2O requests into the audit log, then verify, export and prove it."""
     from riskguard.audit import verify_export
@@ -253,6 +324,7 @@ def demo(
     else:
         init(target, force=False)
     settings = load_settings(target / _CONFIG_NAME)
+    _demo_crypto(console, settings, target)
     _demo_audit(console, settings, target)
     code = _print_checks(run_checks(settings), as_json=False)
     if code != EXIT_OK:
