@@ -248,6 +248,38 @@ def rewrap(
         raise typer.Exit(EXIT_FINDINGS)
 
 
+@keys_app.command("rebuild-index")
+def rebuild_index(
+    ctx: typer.Context,
+    models: ModelsOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=100_000)] = 1000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recompute every blind index under the current index root (after `riskguard keys
+    rotate index:blind`); searches keep working meanwhile. Retire the old root after."""
+    from riskguard.crypto import rebuild_blind_index
+
+    out = []
+    with _guard(ctx) as guard:
+        for t in _tables(guard.settings, models):
+            for c in t.columns:
+                if getattr(c.type, "blind_index", None) is not None:
+                    r = rebuild_blind_index(guard.engine, t, c.name, batch_size=batch_size)
+                    out.append({"table": r.table, "column": r.column,
+                                "index_version": r.index_version, "scanned": r.scanned,
+                                "updated": r.updated, "shredded": r.skipped_shredded,
+                                "failed": r.failed, "failed_rows": r.failed_rows})  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+    else:
+        for r in out:
+            typer.echo(f"{r['table']}.{r['column']}: {r['updated']} of {r['scanned']} rows "
+                       f"re-indexed under root version {r['index_version']}, {r['failed']} "
+                       f"failed")  # fmt: skip
+    if any(r["failed"] for r in out):
+        raise typer.Exit(EXIT_FINDINGS)
+
+
 @keys_app.command()
 def retire(
     ctx: typer.Context,

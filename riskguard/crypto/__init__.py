@@ -64,7 +64,14 @@ from riskguard.crypto._providers import (
     provider_from_settings,
     wrapped_kek_id,
 )
-from riskguard.crypto._rewrap import RewrapReport, encrypted_columns, rewrap_column, versions_in_use
+from riskguard.crypto._rewrap import (
+    RebuildReport,
+    RewrapReport,
+    encrypted_columns,
+    rebuild_blind_index,
+    rewrap_column,
+    versions_in_use,
+)
 from riskguard.crypto._sealed import SealingKeyPair, SealingPublicKey
 from riskguard.crypto._sqla import (
     BlindIndexSpec,
@@ -102,6 +109,7 @@ __all__ = [
     "MemoryKeyProvider",
     "PiiReads",
     "Prepared",
+    "RebuildReport",
     "RewrapReport",
     "Sealed",
     "SealingKeyPair",
@@ -129,6 +137,7 @@ __all__ = [
     "normalise_phone",
     "plan_bits",
     "provider_from_settings",
+    "rebuild_blind_index",
     "rewrap_column",
     "versions_in_use",
     "wrapped_kek_id",

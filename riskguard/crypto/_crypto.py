@@ -7,7 +7,6 @@ and ``riskguard keys rewrap`` which columns to move to a new key version.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from riskguard.errors import ConfigError
 from riskguard.types import AuditRecorder
 
 if TYPE_CHECKING:
-    from riskguard.crypto._sqla import _Encrypted
+    from riskguard.crypto._sqla import BlindIndexSpec, _Encrypted
 
 __all__ = ["INDEX_KEYSET", "FieldCrypto", "SubjectErasure"]
 
@@ -58,7 +57,7 @@ class FieldCrypto:
         self.region = region
         self._indexes: dict[tuple[str, str, str, int], BlindIndex] = {}
         self._columns: dict[tuple[str, str], _Encrypted] = {}
-        self._lock = threading.Lock()
+        self._index_versions_cache: tuple[float, int, list[int]] | None = None
 
     # -- fields --------------------------------------------------------------------------
 
@@ -118,13 +117,28 @@ class FieldCrypto:
         return bi
 
     def _index_versions(self) -> list[int]:
-        primary = self.keyring.primary(INDEX_KEYSET, kind="index")
-        info = self.keyring.describe(INDEX_KEYSET)
+        """The primary index root version, then the older ones still usable (searches
+        match values under each while a rebuild runs); cached like the keys."""
+        kr = self.keyring
+        cached = self._index_versions_cache
+        if cached is not None and cached[0] > kr._clock() and cached[1] == kr.generation:
+            return cached[2]
+        primary = kr.primary(INDEX_KEYSET, kind="index")
+        info = kr.describe(INDEX_KEYSET)
         others = [
             v.version for v in info.versions
             if v.state == "decrypt_only" and v.version >= info.min_decryption_version
         ]  # fmt: skip
-        return [primary.version, *others]
+        versions = [primary.version, *others]
+        self._index_versions_cache = (kr._expiry(), kr.generation, versions)
+        return versions
+
+    def _spec_of(self, column_type: _Encrypted) -> BlindIndexSpec:
+        """The column's blind index declaration.
+
+        :raises ConfigError: it has none.
+        """
+        return _spec(column_type)
 
     def blind_value(self, column_type: _Encrypted, value: str) -> str:
         """The blind index value of ``value`` for an encrypted column (current root).
@@ -214,7 +228,7 @@ class FieldCrypto:
         return out
 
 
-def _spec(column_type: _Encrypted) -> Any:
+def _spec(column_type: _Encrypted) -> BlindIndexSpec:
     spec = column_type.blind_index
     if spec is None:
         raise ConfigError(

@@ -21,12 +21,20 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from riskguard.crypto._crypto import INDEX_KEYSET
 from riskguard.crypto._format import decode_text, encode_text
 from riskguard.crypto._sqla import _Encrypted
 from riskguard.db import map_errors
 from riskguard.errors import DecryptionError, KeyManagementError
 
-__all__ = ["RewrapReport", "encrypted_columns", "rewrap_column", "versions_in_use"]
+__all__ = [
+    "RebuildReport",
+    "RewrapReport",
+    "encrypted_columns",
+    "rebuild_blind_index",
+    "rewrap_column",
+    "versions_in_use",
+]
 
 _IDS = struct.Struct(">II")
 _PREFIX_BYTES = 9  # format, keyset id, version
@@ -170,4 +178,112 @@ def rewrap_column(
                 progress(len(params))
         cursor = tuple(rows[-1][: len(pk_cols)])
     report.remaining = versions_in_use(engine, table, column)
+    return report
+
+
+@dataclass
+class RebuildReport:
+    """What :func:`rebuild_blind_index` did."""
+
+    table: str
+    column: str
+    index_version: int
+    scanned: int = 0
+    updated: int = 0
+    skipped_shredded: int = 0
+    failed: int = 0
+    failed_rows: list[str] = field(default_factory=list)
+
+
+def rebuild_blind_index(
+    engine: Engine,
+    table: sa.Table,
+    column: str,
+    *,
+    batch_size: int = 1000,
+    progress: Callable[[int], None] | None = None,
+) -> RebuildReport:
+    """Recompute ``table.column``'s blind index under the current index root (after
+    ``riskguard keys rotate index:blind``). Searches match old and new values meanwhile
+    (:meth:`FieldCrypto.blind_clause` asks for every usable root version), so the rebuild
+    can run online; each batch commits whole, with compare-and-set on the ciphertext, and a
+    second run after a crash finds nothing left to change. Rows of shredded subjects keep
+    their NULL index.
+
+    :raises KeyManagementError: the column is not encrypted.
+    :raises ConfigError: the column has no blind index.
+    """
+    from riskguard.errors import ShreddedError
+
+    t = _type(table, column)
+    crypto = t.resolve_crypto()
+    spec = crypto._spec_of(t)
+    fk = t.field()
+    crypto.keyring.invalidate()
+    version = crypto.keyring.primary(INDEX_KEYSET, kind="index").version
+    report = RebuildReport(table.name, column, version)
+    pk_cols = list(table.primary_key.columns)
+    if not pk_cols:
+        raise KeyManagementError(f"{table.name} has no primary key: indexes cannot be rebuilt")
+    raw_type: Any = sa.LargeBinary() if t.binary else sa.Text()
+    raw_col = sa.type_coerce(table.c[column], raw_type)
+    idx_col = table.c[spec.column]
+    subject_col = table.c[t.subject] if t.subject is not None else None
+    extra = [subject_col] if subject_col is not None else []
+    update = (
+        table.update()
+        .where(
+            *[c == sa.bindparam(f"k_{c.name}") for c in pk_cols],
+            raw_col == sa.bindparam("old", type_=raw_type),
+        )
+        .values({spec.column: sa.bindparam("idx")})
+    )
+    cursor: tuple[Any, ...] | None = None
+    while True:
+        q = (
+            sa.select(*pk_cols, raw_col, idx_col, *extra)
+            .where(table.c[column].is_not(None))
+            .order_by(*pk_cols)
+            .limit(batch_size)
+        )
+        if cursor is not None and len(pk_cols) == 1:
+            q = q.where(pk_cols[0] > cursor[0])
+        elif cursor is not None:
+            q = q.where(sa.tuple_(*pk_cols) > sa.tuple_(*cursor))
+        with map_errors(engine, "reading rows to re-index"), engine.connect() as conn:
+            rows = conn.execute(q).all()
+        if not rows:
+            break
+        params = []
+        n = len(pk_cols)
+        for r in rows:
+            keys, stored, current = tuple(r[:n]), r[n], r[n + 1]
+            subject = str(r[n + 2]) if subject_col is not None and r[n + 2] is not None else None
+            row_id = "\x1f".join(str(k) for k in keys)
+            report.scanned += 1
+            try:
+                data = bytes(stored) if t.binary else decode_text(stored)
+                plain = t.from_bytes(
+                    fk.decrypt(data, row=row_id if t.per_row else None, subject=subject)
+                )
+            except ShreddedError:
+                report.skipped_shredded += 1
+                continue
+            except DecryptionError:
+                report.failed += 1
+                if len(report.failed_rows) < 20:
+                    report.failed_rows.append(row_id)
+                continue
+            value = crypto.blind_value(t, plain)
+            if value != current:
+                p: dict[str, Any] = {f"k_{c.name}": k for c, k in zip(pk_cols, keys, strict=True)}
+                p["old"], p["idx"] = stored, value
+                params.append(p)
+        if params:
+            with map_errors(engine, "re-indexing rows"), engine.begin() as conn:
+                conn.execute(update, params)
+            report.updated += len(params)
+        if progress is not None:
+            progress(len(rows))
+        cursor = tuple(rows[-1][:n])
     return report

@@ -66,6 +66,12 @@ def test_keys_lifecycle(project: Path, capsys: pytest.CaptureFixture[str]) -> No
     report = {r["column"]: r for r in json.loads(out)}
     assert code == 0 and report["phone"]["rewrapped"] == 30 and report["phone"]["remaining"] == {}
     assert "address" not in report  # per-subject: moves with the subject KEK, not rewrap
+    code, out, _ = run(capsys, "keys", "rotate", "index:blind")
+    assert code == 0
+    code, out, _ = run(capsys, "keys", "rebuild-index", "--json")
+    (rebuilt,) = json.loads(out)
+    assert code == 0 and rebuilt["column"] == "address" and rebuilt["index_version"] == 2
+    assert rebuilt["scanned"] == 30 and rebuilt["failed"] == 0 and rebuilt["updated"] >= 25
     code, out, _ = run(capsys, "keys", "list", "--json")
     names = [k["name"] for k in json.loads(out)]
     assert "field:cli_customer.phone" in names and not any(n.startswith("subject:") for n in names)

@@ -204,3 +204,41 @@ def test_shredded_subject_loads_as_erased(app: tuple[CryptoEnv, dict[str, Any]])
         assert s.get(Customer, bid).phone == "13912345678"
         rows = s.scalars(sa.select(Customer).where(Customer.phone.blind_eq("13800138000"))).all()
         assert rows == []
+
+
+def test_index_root_rotation_and_rebuild(app: tuple[CryptoEnv, dict[str, Any]]) -> None:
+    """After the index root rotates, searches find rows indexed under either root; the
+    rebuild moves every row to the new root, after which the old one can be retired."""
+    from riskguard.crypto import INDEX_KEYSET, rebuild_blind_index
+
+    env, m = app
+    Customer = m["Customer"]
+    t = Customer.__table__
+    with Session(env.ns.engine) as s:
+        s.add_all([Customer(phone="13800138000"), Customer(phone="13700000000")])
+        s.commit()
+    kr = env.keyring
+    kr.rotate(INDEX_KEYSET)
+    with Session(env.ns.engine) as s:
+        s.add(Customer(phone="+86 138 0013 8000"))
+        s.commit()
+
+    def found() -> list[str]:
+        with Session(env.ns.engine) as s:
+            rows = s.scalars(sa.select(Customer).where(Customer.phone.blind_eq("13800138000")))
+            return sorted(r.phone for r in rows if r.phone.replace(" ", "").endswith("8000"))
+
+    assert found() == ["+86 138 0013 8000", "13800138000"]  # one under each root
+    with env.ns.engine.connect() as conn:
+        before = dict(conn.execute(sa.select(t.c.id, t.c.phone_bidx)).all())
+    report = rebuild_blind_index(env.ns.engine, t, "phone", batch_size=1)
+    assert (report.scanned, report.updated, report.failed) == (3, 2, 0)
+    assert report.index_version == 2
+    with env.ns.engine.connect() as conn:
+        after = dict(conn.execute(sa.select(t.c.id, t.c.phone_bidx)).all())
+    assert sum(before[k] != after[k] for k in before) == 2
+    again = rebuild_blind_index(env.ns.engine, t, "phone")
+    assert again.updated == 0
+    info = kr.describe(INDEX_KEYSET)
+    kr.retire(INDEX_KEYSET, 1, remaining=0, now=info.rotated_at + kr.cache_ttl_s)
+    assert found() == ["+86 138 0013 8000", "13800138000"]
