@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,7 +16,19 @@ from rich.console import Console
 from riskguard._version import __version__
 from riskguard.errors import ConfigError, RiskGuardError
 
-__all__ = ["EXIT_FINDINGS", "EXIT_OK", "EXIT_USAGE", "JsonOpt", "State", "app", "main"]
+if TYPE_CHECKING:
+    from riskguard.guard import Guard
+
+__all__ = [
+    "EXIT_FINDINGS",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "JsonOpt",
+    "State",
+    "app",
+    "main",
+    "open_guard",
+]
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -36,6 +50,20 @@ class State:
     def __init__(self, config: Path | None, debug: bool) -> None:
         self.config = config
         self.debug = debug
+
+
+@contextmanager
+def open_guard(ctx: typer.Context) -> Iterator[Guard]:
+    """The :class:`Guard` for the command's ``--config``, closed when the command ends.
+
+    :raises ConfigError: the configuration is invalid.
+    """
+    from riskguard.config import load_settings
+    from riskguard.guard import Guard
+
+    state: State = ctx.obj
+    with Guard(load_settings(state.config)) as guard:
+        yield guard
 
 
 def _version(value: bool) -> None:

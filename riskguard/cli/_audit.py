@@ -33,10 +33,9 @@ from riskguard.audit import (
     read_witness,
     verify_export,
 )
-from riskguard.cli._app import EXIT_FINDINGS, EXIT_OK, JsonOpt, State, app
+from riskguard.cli._app import EXIT_FINDINGS, EXIT_OK, JsonOpt, app, open_guard
 from riskguard.config import load_settings
 from riskguard.errors import ConfigError
-from riskguard.guard import Guard
 
 __all__ = ["audit_app", "write_signing_key"]
 
@@ -52,13 +51,6 @@ PublicKeyOpt = Annotated[
 KeysOpt = Annotated[
     Path | None, typer.Option("--keys", help="Key history TOML with validity windows.")
 ]
-
-
-@contextmanager
-def _guard(ctx: typer.Context) -> Iterator[Guard]:
-    state: State = ctx.obj
-    with Guard(load_settings(state.config)) as guard:
-        yield guard
 
 
 def _load_trusted(public_keys: list[Path], keys_file: Path | None) -> list[TrustedKey] | None:
@@ -163,7 +155,7 @@ def verify(
         with _progress(None) as progress:
             report = verify_export(file, trusted, external=external, progress=progress)
     else:
-        with _guard(ctx) as guard:
+        with open_guard(ctx) as guard:
             log = guard.audit
             head = log.head()
             with _progress(head.seq - head.pruned_through) as progress:
@@ -179,7 +171,7 @@ def export(
     until: Annotated[int | None, typer.Option(help="Export events up to this seq.")] = None,
 ) -> None:
     """Write events and checkpoints to a file that `audit verify --file` checks offline."""
-    with _guard(ctx) as guard:
+    with open_guard(ctx) as guard:
         n = guard.audit.export(out, until=until)
     typer.echo(f"wrote {n} events to {out}")
 
@@ -187,7 +179,7 @@ def export(
 @audit_app.command("checkpoint")
 def checkpoint_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Sign a checkpoint of the log as it is now and print it."""
-    with _guard(ctx) as guard:
+    with open_guard(ctx) as guard:
         signed = guard.audit.checkpoint()
     if as_json:
         cp = signed.checkpoint
@@ -211,7 +203,7 @@ def prove(
 ) -> None:
     """An inclusion proof for SEQ (or a consistency proof), with the signed checkpoint it
     verifies against. Check it offline with `riskguard audit check-proof`."""
-    with _guard(ctx) as guard:
+    with open_guard(ctx) as guard:
         log = guard.audit
         cps = {c.checkpoint.tree_size: c for c in log.checkpoints()}
         doc: dict[str, Any]
@@ -352,7 +344,7 @@ def tail(
     as_json: JsonOpt = False,
 ) -> None:
     """The last N events."""
-    with _guard(ctx) as guard:
+    with open_guard(ctx) as guard:
         events = guard.audit.tail(n)
     _print_events(events, as_json, f"last {len(events)} audit events")
 
@@ -387,7 +379,7 @@ def search(
         resource_id=resource_id, request_id=request_id, since=_when(since, "--since"),
         until=_when(until, "--until"),
     )  # fmt: skip
-    with _guard(ctx) as guard:
+    with open_guard(ctx) as guard:
         events = guard.audit.search(flt, limit=limit)
     _print_events(events, as_json, f"{len(events)} matching audit events")
 
@@ -401,7 +393,7 @@ def archive(
     ] = None,
 ) -> None:
     """Export, verify and then prune the oldest checkpointed events (kept >= 6 months)."""
-    with _guard(ctx) as guard:
+    with open_guard(ctx) as guard:
         least = guard.settings.audit.min_retention_days
         if older_than_days is not None and older_than_days < least:
             raise typer.BadParameter(

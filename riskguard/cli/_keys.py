@@ -14,8 +14,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from riskguard.cli._app import EXIT_FINDINGS, EXIT_OK, JsonOpt, State, app
+from riskguard.cli._app import EXIT_FINDINGS, EXIT_OK, JsonOpt, State, app, open_guard
 from riskguard.config import Settings, load_settings
 from riskguard.errors import ConfigError
 from riskguard.guard import Guard
@@ -48,13 +46,6 @@ PassEnvOpt = Annotated[
     str,
     typer.Option("--passphrase-env", help="Environment variable holding the passphrase."),
 ]
-
-
-@contextmanager
-def _guard(ctx: typer.Context) -> Iterator[Guard]:
-    state: State = ctx.obj
-    with Guard(load_settings(state.config)) as guard:
-        yield guard
 
 
 def load_model_tables(modules: list[str]) -> list[sa.Table]:
@@ -125,7 +116,7 @@ def list_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Keysets, their versions and states (never key material)."""
-    with _guard(ctx) as guard:
+    with open_guard(ctx) as guard:
         sets = [k for k in guard.crypto.keyring.keysets() if subjects or k.kind != "subject"]
     if as_json:
         typer.echo(json.dumps([_keyset_json(k) for k in sets], indent=2))
@@ -159,7 +150,7 @@ def rotate(
 ) -> None:
     """Promote a new version of each keyset (new writes use it; old versions still read)."""
     out = {}
-    with _guard(ctx) as guard:
+    with open_guard(ctx) as guard:
         for name in names:
             out[name] = guard.crypto.keyring.rotate(name)
     if as_json:
@@ -184,7 +175,7 @@ def _status_rows(guard: Guard, tables: list[sa.Table]) -> list[dict[str, Any]]:
 @keys_app.command()
 def status(ctx: typer.Context, models: ModelsOpt = None, as_json: JsonOpt = False) -> None:
     """Rows under each key version, per encrypted column."""
-    with _guard(ctx) as guard:
+    with open_guard(ctx) as guard:
         rows = _status_rows(guard, _tables(guard.settings, models))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -209,7 +200,7 @@ def rewrap(
     from riskguard.crypto import encrypted_columns, rewrap_column, versions_in_use
 
     reports = []
-    with _guard(ctx) as guard:
+    with open_guard(ctx) as guard:
         pairs = [
             (t, c) for t, c in encrypted_columns(_tables(guard.settings, models))
             if t.c[c].type.subject is None  # type: ignore[attr-defined]
@@ -260,7 +251,7 @@ def rebuild_index(
     from riskguard.crypto import rebuild_blind_index
 
     out = []
-    with _guard(ctx) as guard:
+    with open_guard(ctx) as guard:
         for t in _tables(guard.settings, models):
             for c in t.columns:
                 if getattr(c.type, "blind_index", None) is not None:
@@ -288,7 +279,7 @@ def retire(
     models: ModelsOpt = None,
 ) -> None:
     """Disable an old version; refused while any row of the models is still under it."""
-    with _guard(ctx) as guard:
+    with open_guard(ctx) as guard:
         kr = guard.crypto.keyring
         ks = kr.describe(name)
         remaining = sum(
@@ -308,7 +299,7 @@ def shred(
 ) -> None:
     """Crypto-shred a data subject: null their blind indexes, destroy their key, rotate the
     subject KEK so old database backups cannot unwrap it."""
-    with _guard(ctx) as guard:
+    with open_guard(ctx) as guard:
         result = guard.crypto.shred(
             subject, tables=_tables(guard.settings, models), engine=guard.engine
         )
@@ -337,7 +328,7 @@ def export_cmd(
     passphrase = _passphrase(passphrase_env)
     if out.exists():
         raise ConfigError("the export file exists; choose a new name", path=out)
-    with _guard(ctx) as guard:
+    with open_guard(ctx) as guard:
         data = export_keys(guard.crypto.keyring, passphrase)
     tmp = out.with_name(out.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -364,7 +355,7 @@ def import_cmd(
         data = src.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read the export: {exc.strerror}", path=src) from None
-    with _guard(ctx) as guard:
+    with open_guard(ctx) as guard:
         guard.create_schema()
         counts = import_keys(guard.crypto.keyring, data, passphrase)
     typer.echo(json.dumps(counts) if as_json else

@@ -14,7 +14,7 @@ version from being retired.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,33 +128,12 @@ def rewrap_column(
     if not pk_cols:
         raise KeyManagementError(f"{table.name} has no primary key: rows cannot be rewrapped")
     col = table.c[column]
-    raw_col = sa.type_coerce(col, sa.LargeBinary if t.binary else sa.Text)
-    cursor: tuple[Any, ...] | None = None
     # Bind the stored form directly (no round trip through the column type).
     raw_type: Any = sa.LargeBinary() if t.binary else sa.Text()
-    update = (
-        table.update()
-        .where(
-            *[c == sa.bindparam(f"k_{c.name}") for c in pk_cols],
-            raw_col == sa.bindparam("old", type_=raw_type),
-        )
-        .values({column: sa.bindparam("new", type_=raw_type)})
-    )
-    while True:
-        q = (
-            sa.select(*pk_cols, raw_col)
-            .where(col.is_not(None), _prefix_expr(table, column, t) != stored_prefix)
-            .order_by(*pk_cols)
-            .limit(batch_size)
-        )
-        if cursor is not None and len(pk_cols) == 1:
-            q = q.where(pk_cols[0] > cursor[0])  # a plain comparison every engine indexes
-        elif cursor is not None:
-            q = q.where(sa.tuple_(*pk_cols) > sa.tuple_(*cursor))
-        with map_errors(engine, "reading rows to rewrap"), engine.connect() as conn:
-            rows = conn.execute(q).all()
-        if not rows:
-            break
+    raw_col = sa.type_coerce(col, raw_type)
+    update = _cas_update(table, pk_cols, raw_col, raw_type, column, raw_type)
+    where = [col.is_not(None), _prefix_expr(table, column, t) != stored_prefix]
+    for rows in _pages(engine, pk_cols, [raw_col], where, batch_size, "reading rows to rewrap"):
         params = []
         for r in rows:
             keys, stored = tuple(r[: len(pk_cols)]), r[-1]
@@ -163,9 +142,7 @@ def rewrap_column(
                 data = bytes(stored) if t.binary else decode_text(stored)
                 new = fk.reencrypt(data, row=row_id if t.per_row else None)
             except DecryptionError:
-                report.failed += 1
-                if len(report.failed_rows) < 20:
-                    report.failed_rows.append(row_id)
+                _note_failure(report, row_id)
                 continue
             p: dict[str, Any] = {f"k_{c.name}": k for c, k in zip(pk_cols, keys, strict=True)}
             p["old"], p["new"] = stored, t.encode(new)
@@ -176,7 +153,6 @@ def rewrap_column(
             report.rewrapped += max(n, 0)
             if progress is not None:
                 progress(len(params))
-        cursor = tuple(rows[-1][: len(pk_cols)])
     report.remaining = versions_in_use(engine, table, column)
     return report
 
@@ -230,32 +206,13 @@ def rebuild_blind_index(
     idx_col = table.c[spec.column]
     subject_col = table.c[t.subject] if t.subject is not None else None
     extra = [subject_col] if subject_col is not None else []
-    update = (
-        table.update()
-        .where(
-            *[c == sa.bindparam(f"k_{c.name}") for c in pk_cols],
-            raw_col == sa.bindparam("old", type_=raw_type),
-        )
-        .values({spec.column: sa.bindparam("idx")})
-    )
-    cursor: tuple[Any, ...] | None = None
-    while True:
-        q = (
-            sa.select(*pk_cols, raw_col, idx_col, *extra)
-            .where(table.c[column].is_not(None))
-            .order_by(*pk_cols)
-            .limit(batch_size)
-        )
-        if cursor is not None and len(pk_cols) == 1:
-            q = q.where(pk_cols[0] > cursor[0])
-        elif cursor is not None:
-            q = q.where(sa.tuple_(*pk_cols) > sa.tuple_(*cursor))
-        with map_errors(engine, "reading rows to re-index"), engine.connect() as conn:
-            rows = conn.execute(q).all()
-        if not rows:
-            break
+    update = _cas_update(table, pk_cols, raw_col, raw_type, spec.column)
+    n = len(pk_cols)
+    where = [table.c[column].is_not(None)]
+    pages = _pages(engine, pk_cols, [raw_col, idx_col, *extra], where, batch_size,
+                   "reading rows to re-index")  # fmt: skip
+    for rows in pages:
         params = []
-        n = len(pk_cols)
         for r in rows:
             keys, stored, current = tuple(r[:n]), r[n], r[n + 1]
             subject = str(r[n + 2]) if subject_col is not None and r[n + 2] is not None else None
@@ -270,14 +227,12 @@ def rebuild_blind_index(
                 report.skipped_shredded += 1
                 continue
             except DecryptionError:
-                report.failed += 1
-                if len(report.failed_rows) < 20:
-                    report.failed_rows.append(row_id)
+                _note_failure(report, row_id)
                 continue
             value = crypto.blind_value(t, plain)
             if value != current:
                 p: dict[str, Any] = {f"k_{c.name}": k for c, k in zip(pk_cols, keys, strict=True)}
-                p["old"], p["idx"] = stored, value
+                p["old"], p["new"] = stored, value
                 params.append(p)
         if params:
             with map_errors(engine, "re-indexing rows"), engine.begin() as conn:
@@ -285,5 +240,54 @@ def rebuild_blind_index(
             report.updated += len(params)
         if progress is not None:
             progress(len(rows))
-        cursor = tuple(rows[-1][:n])
     return report
+
+
+def _pages(
+    engine: Engine,
+    pk_cols: list[sa.Column[Any]],
+    columns: list[Any],
+    where: list[Any],
+    batch_size: int,
+    what: str,
+) -> Iterator[list[Any]]:
+    """Batches of ``pk_cols + columns`` rows matching ``where``, in primary-key order
+    (keyset pagination: each batch starts after the last key of the one before)."""
+    cursor: tuple[Any, ...] | None = None
+    while True:
+        q = sa.select(*pk_cols, *columns).where(*where).order_by(*pk_cols).limit(batch_size)
+        if cursor is not None and len(pk_cols) == 1:
+            q = q.where(pk_cols[0] > cursor[0])  # a plain comparison every engine indexes
+        elif cursor is not None:
+            q = q.where(sa.tuple_(*pk_cols) > sa.tuple_(*cursor))
+        with map_errors(engine, what), engine.connect() as conn:
+            rows = conn.execute(q).all()
+        if not rows:
+            return
+        yield rows
+        cursor = tuple(rows[-1][: len(pk_cols)])
+
+
+def _cas_update(
+    table: sa.Table,
+    pk_cols: list[sa.Column[Any]],
+    raw_col: Any,
+    raw_type: Any,
+    target: str,
+    value_type: Any = None,
+) -> Any:
+    """``UPDATE table SET target = :new WHERE pk = :k_<pk> AND col = :old`` (stored forms)."""
+    return (
+        table.update()
+        .where(
+            *[c == sa.bindparam(f"k_{c.name}") for c in pk_cols],
+            raw_col == sa.bindparam("old", type_=raw_type),
+        )
+        .values({target: sa.bindparam("new", type_=value_type)})
+    )
+
+
+def _note_failure(report: RewrapReport | RebuildReport, row_id: str) -> None:
+    report.failed += 1
+    if len(report.failed_rows) < 20:
+        report.failed_rows.append(row_id)
