@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from loguru import logger
 
 from riskguard.config import Settings
-from riskguard.crypto._providers import (
+from riskguard.crypto import (
     EnvKeyProvider,
     FileKeyProvider,
     KekDestroyed,
@@ -34,16 +34,14 @@ from riskguard.crypto._providers import (
     TransitClient,
     TransitError,
     TransitKeyProvider,
-    TransitKeyVersions,
     VaultTransitClient,
     WrappedKeyError,
-    _canonical,
-    _fingerprint_id,
-    _Kdf,
-    _wrap_local_from_parts,
     provider_from_settings,
     wrapped_kek_id,
 )
+from riskguard.crypto._kek import _fingerprint_id, _wrap_local_from_parts
+from riskguard.crypto._keyfile import _canonical, _Kdf
+from riskguard.crypto._transit import TransitKeyVersions
 from riskguard.errors import KeyManagementError
 from tests.crypto.doubles_transit import FakeTransit
 
