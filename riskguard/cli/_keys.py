@@ -219,7 +219,7 @@ def rewrap(
                     rewrap_column(guard.engine, t, c, batch_size=batch_size,
                                   progress=lambda n, task=task: bar.advance(task, n))  # type: ignore[misc]
                 )  # fmt: skip
-    out = [
+    out: list[dict[str, Any]] = [
         {"table": r.table, "column": r.column, "keyset": r.keyset,
          "primary_version": r.primary[1], "rewrapped": r.rewrapped, "failed": r.failed,
          "failed_rows": r.failed_rows,
@@ -250,12 +250,12 @@ def rebuild_index(
     rotate index:blind`); searches keep working meanwhile. Retire the old root after."""
     from riskguard.crypto import rebuild_blind_index
 
-    out = []
+    out: list[dict[str, Any]] = []
     with open_guard(ctx) as guard:
         for t in _tables(guard.settings, models):
             for c in t.columns:
                 if getattr(c.type, "blind_index", None) is not None:
-                    r = rebuild_blind_index(guard.engine, t, c.name, batch_size=batch_size)
+                    r: Any = rebuild_blind_index(guard.engine, t, c.name, batch_size=batch_size)
                     out.append({"table": r.table, "column": r.column,
                                 "index_version": r.index_version, "scanned": r.scanned,
                                 "updated": r.updated, "shredded": r.skipped_shredded,

@@ -236,7 +236,7 @@ def _demo_crypto(console: Console, settings: Settings, target: Path) -> None:
         with guard.engine.begin() as conn:
             conn.execute(t.insert(), rows)
             stored = conn.execute(sa.select(sa.type_coerce(t.c.phone, sa.Text))).scalars().first()
-        console.print(f"stored phone ciphertext: {stored[:28]}…")
+        console.print(f"stored phone ciphertext: {(stored or '')[:28]}…")
         masks = MaskPolicy.from_toml(settings.resolve("policies/masking.toml"))
         for spelling in ("+86 138-0013-8000", "0086 13800138000"):
             with guard.engine.connect() as conn, crypto.pii_reads():

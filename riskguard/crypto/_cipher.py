@@ -40,7 +40,7 @@ from riskguard.crypto._format import (
     encode_text,
     parse,
 )
-from riskguard.crypto._keyring import Keyring
+from riskguard.crypto._keyring import DataKey, Keyring
 from riskguard.errors import DecryptionError
 from riskguard.types import AuditRecorder, ResourceRef
 
@@ -141,8 +141,8 @@ class FieldKey:
             )
         return (
             self._prefix
-            + _lp(row if self.per_row else "")
-            + _lp(subject if self.per_subject else "")
+            + _lp(row if self.per_row and row else "")
+            + _lp(subject if self.per_subject and subject else "")
         )
 
     def _primary(self, subject: str | None) -> Any:
@@ -174,10 +174,11 @@ class FieldKey:
         return self._seal(key, ctx, context_check(ctx), plaintext)
 
     @staticmethod
-    def _seal(key: Any, ctx: bytes, check: bytes, plaintext: bytes) -> bytes:
+    def _seal(key: DataKey, ctx: bytes, check: bytes, plaintext: bytes) -> bytes:
         nonce = os.urandom(12)
-        header = key.prefix + check + nonce
-        return header + key.aead.encrypt(nonce, plaintext, header + ctx)
+        header: bytes = key.prefix + check + nonce
+        sealed: bytes = key.aead.encrypt(nonce, plaintext, header + ctx)
+        return header + sealed
 
     def decrypt(self, data: bytes, *, row: str | None = None, subject: str | None = None) -> bytes:
         """The plaintext of a binary ciphertext written by :meth:`encrypt` for this place.

@@ -163,7 +163,10 @@ class FieldCrypto:
                        spec.bits, version=v).compute(value)
             for v in self._index_versions()
         ]  # fmt: skip
-        return idx_col == values[0] if len(values) == 1 else idx_col.in_(values)
+        clause: sa.ColumnElement[bool] = (
+            idx_col == values[0] if len(values) == 1 else idx_col.in_(values)
+        )
+        return clause
 
     # -- Core helpers --------------------------------------------------------------------
 
@@ -173,7 +176,7 @@ class FieldCrypto:
 
         return prepare_values(table, values)
 
-    def reveal(self, table: sa.Table, row: Mapping[str, Any]) -> dict[str, Any]:
+    def reveal(self, table: sa.Table, row: Mapping[Any, Any]) -> dict[str, Any]:
         """Core reads: open the row- and subject-bound columns of a result row."""
         from riskguard.crypto._sqla import reveal_values
 

@@ -315,10 +315,16 @@ class Keyring:
             ):
                 keyset_id = conn.execute(
                     keyset_table.insert().values(
-                        name=name, kind=kind, subject=subject, primary_version=1,
-                        min_decryption_version=1, state="active", created_at=now, rotated_at=now,
+                        name=name,
+                        kind=kind,
+                        subject=subject,
+                        primary_version=1,
+                        min_decryption_version=1,
+                        state="active",
+                        created_at=now,
+                        rotated_at=now,
                     )
-                ).inserted_primary_key[0]  # fmt: skip
+                ).inserted_primary_key[0]  # type: ignore[index]
                 self._insert_version(conn, keyset_id, 1, "primary", kind, now)
         except Exception as exc:
             if not _is_duplicate(exc):
@@ -537,11 +543,16 @@ class Keyring:
             if row is None:
                 keyset_id = conn.execute(
                     keyset_table.insert().values(
-                        name=name, kind="subject", subject=subject, primary_version=None,
-                        min_decryption_version=1, state="shredded", created_at=now,
+                        name=name,
+                        kind="subject",
+                        subject=subject,
+                        primary_version=None,
+                        min_decryption_version=1,
+                        state="shredded",
+                        created_at=now,
                         rotated_at=now,
                     )
-                ).inserted_primary_key[0]  # fmt: skip
+                ).inserted_primary_key[0]  # type: ignore[index]
                 destroyed = 0
             else:
                 keyset_id = row[0]

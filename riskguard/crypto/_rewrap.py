@@ -14,7 +14,7 @@ version from being retired.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,7 +250,7 @@ def _pages(
     where: list[Any],
     batch_size: int,
     what: str,
-) -> Iterator[list[Any]]:
+) -> Iterator[Sequence[Any]]:
     """Batches of ``pk_cols + columns`` rows matching ``where``, in primary-key order
     (keyset pagination: each batch starts after the last key of the one before)."""
     cursor: tuple[Any, ...] | None = None

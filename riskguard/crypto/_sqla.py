@@ -351,11 +351,12 @@ def _orm_spec(mapper: Mapper[Any]) -> _OrmSpec | None:
         if not isinstance(t, _Encrypted):
             continue
         index_key = None
-        if t.blind_index is not None and isinstance(col.table, sa.Table):
-            idx_col = col.table.c[t.blind_index.column]
-            index_key = mapper.get_property_by_column(idx_col).key
+        table = col.table
+        assert isinstance(table, sa.Table)  # mapped columns of a declarative class
+        if t.blind_index is not None:
+            index_key = mapper.get_property_by_column(table.c[t.blind_index.column]).key
         if t.subject is not None:
-            subjects[t.subject] = mapper.get_property_by_column(col.table.c[t.subject]).key
+            subjects[t.subject] = mapper.get_property_by_column(table.c[t.subject]).key
         out.append(_OrmField(prop.key, t, index_key))
     return _OrmSpec(tuple(out), subjects) if out else None
 
@@ -367,7 +368,7 @@ def _row_id(mapper: Mapper[Any], target: Any, *, fill: bool) -> str | None:
         v = attributes.instance_state(target).dict.get(prop.key)
         if v is None and fill and col.default is not None and not col.default.is_sequence:
             d = col.default
-            v = d.arg(None) if getattr(d, "is_callable", False) else getattr(d, "arg", None)  # type: ignore[attr-defined]
+            v = d.arg(None) if getattr(d, "is_callable", False) else getattr(d, "arg", None)
             if v is not None:
                 setattr(target, prop.key, v)
         if v is None:
@@ -546,7 +547,7 @@ def _core_subject(t: _Encrypted, values: Mapping[str, Any], name: str) -> str | 
     return str(v)
 
 
-def reveal_values(table: sa.Table, row: Mapping[str, Any]) -> dict[str, Any]:
+def reveal_values(table: sa.Table, row: Mapping[Any, Any]) -> dict[str, Any]:
     """Core reads: a result row (mapping) with each :class:`Sealed` column opened.
 
     :raises ShreddedError: a column belongs to a shredded subject.
