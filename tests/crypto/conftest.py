@@ -34,15 +34,3 @@ def crypto_env(sql_schema: SqlNamespace) -> CryptoEnv:
     provider = MemoryKeyProvider()
     keyring = Keyring(sql_schema.engine, provider, audit=audit)
     return CryptoEnv(sql_schema, provider, keyring, FieldCrypto(keyring), audit)
-
-
-@pytest.fixture
-def sqlite_crypto(sqlite_ns: SqlNamespace) -> CryptoEnv:
-    """The same on SQLite only (for property tests that run many examples)."""
-    from riskguard import db
-
-    db.create_schema(sqlite_ns.engine)
-    audit = RecordingAudit()
-    provider = MemoryKeyProvider()
-    keyring = Keyring(sqlite_ns.engine, provider, audit=audit)
-    return CryptoEnv(sqlite_ns, provider, keyring, FieldCrypto(keyring), audit)

@@ -54,10 +54,12 @@ def test_single_byte_changes_all_fail(crypto_env: CryptoEnv) -> None:
             assert "13800138000" not in str(ei.value)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
-def test_any_single_byte_change_fails(sqlite_crypto: CryptoEnv, data: st.DataObject) -> None:
-    f = sqlite_crypto.crypto.field("customer", "phone")
+def test_any_single_byte_change_fails(crypto_env: CryptoEnv, data: st.DataObject) -> None:
+    f = crypto_env.crypto.field("customer", "phone")
     value = data.draw(st.binary(max_size=64))
     blob = f.encrypt(value)
     i = data.draw(st.integers(0, len(blob) - 1))
