@@ -72,6 +72,9 @@ _TABLE_MODULES: tuple[str, ...] = (
     "riskguard.crypto._tables",
 )
 
+# rg_meta rows that serialise writers: the crypto keyring's subject-KEK lock.
+_LOCK_ROWS: tuple[str, ...] = ("crypto.subject_kek",)
+
 _DRIVERS = {
     "sqlite": ("sqlite", None),
     "postgresql": ("postgresql+psycopg", "postgres"),
@@ -268,6 +271,15 @@ def create_schema(engine: Engine) -> None:
                 conn.execute(
                     meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
                 )
+            # Rows that writers lock (they must exist before anyone locks them).
+            present = set(
+                conn.execute(
+                    sa.select(meta_table.c.key).where(meta_table.c.key.in_(_LOCK_ROWS))
+                ).scalars()
+            )
+            for key in _LOCK_ROWS:
+                if key not in present:
+                    conn.execute(meta_table.insert().values(key=key, value=""))
 
 
 def missing_tables(engine: Engine) -> list[str]:

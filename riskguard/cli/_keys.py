@@ -330,13 +330,19 @@ def export_cmd(
         raise ConfigError("the export file exists; choose a new name", path=out)
     with open_guard(ctx) as guard:
         data = export_keys(guard.crypto.keyring, passphrase)
-    tmp = out.with_name(out.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, out)
+    try:
+        # O_EXCL: never follow a planted link or overwrite a file that appeared meanwhile.
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError("the export file exists; choose a new name", path=out) from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        out.unlink(missing_ok=True)  # no half-written backup left behind
+        raise
     typer.echo(f"keys exported to {out}")
 
 

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from riskguard.crypto._kek import KekDestroyed
 from riskguard.crypto._keyring import Keyring, _kek_id, _wrap_context
 from riskguard.crypto._tables import key_table, keyset_table
 from riskguard.db import engine_kind, map_errors, write_transaction
@@ -54,6 +55,7 @@ _VERSION = 1
 _SCRYPT = {"n": 2**17, "r": 8, "p": 1}
 _MIN_N = 2**14
 _MAX_N = 2**22
+_MIN_PASSPHRASE = 12
 _KEYSET_FIELDS = (
     "id", "name", "kind", "subject", "state", "primary_version", "min_decryption_version",
     "created_at", "rotated_at",
@@ -75,11 +77,16 @@ def _unb64(text: Any, what: str) -> bytes:
 
 
 def _keys(passphrase: str, kdf: dict[str, Any]) -> tuple[AESGCM, bytes]:
-    if not passphrase:
-        raise KeyManagementError("an empty passphrase protects nothing")
+    if len(passphrase) < _MIN_PASSPHRASE:
+        raise KeyManagementError(
+            f"the passphrase is shorter than {_MIN_PASSPHRASE} characters",
+            hint="use a long random passphrase from a secret store",
+        )
     salt = _unb64(kdf.get("salt"), "kdf salt")
     n, r, p = kdf.get("n"), kdf.get("r"), kdf.get("p")
-    if not all(isinstance(x, int) for x in (n, r, p)) or not _MIN_N <= n <= _MAX_N:  # type: ignore[operator]
+    ints = all(isinstance(x, int) and not isinstance(x, bool) for x in (n, r, p))
+    if not ints or not (_MIN_N <= n <= _MAX_N and 1 <= r <= 32 and 1 <= p <= 16):  # type: ignore[operator]
+        # Checked before deriving: a crafted file must not pin the CPU or memory.
         raise KeyManagementError("the export's scrypt parameters are out of range")
     master = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode("utf-8"))  # type: ignore[arg-type]
     okm = HKDF(hashes.SHA256(), 64, salt=None, info=b"riskguard/export/1").derive(master)
@@ -109,12 +116,19 @@ def export_keys(keyring: Keyring, passphrase: str, *, scrypt_n: int | None = Non
     out_keys = []
     for k in keys:
         entry = {f: getattr(k, f) for f in _KEY_FIELDS}
-        if k.wrapped is None:
+        raw = None
+        if k.wrapped is not None:
+            try:
+                raw = keyring.provider.unwrap(
+                    bytes(k.wrapped), context=_wrap_context(k.keyset_id, k.version)
+                )
+            except KekDestroyed:
+                # Wrapped under a KEK destroyed since (a database restored from before a
+                # subject-KEK rotation): the key is gone; export it as a tombstone.
+                entry["state"] = "destroyed"
+        if raw is None:
             entry["key"] = None
         else:
-            raw = keyring.provider.unwrap(
-                bytes(k.wrapped), context=_wrap_context(k.keyset_id, k.version)
-            )
             nonce = os.urandom(12)
             aad = b"riskguard/export/1:%d:%d" % (k.keyset_id, k.version)
             entry["key"] = _b64(nonce + aead.encrypt(nonce, raw, aad))
@@ -175,7 +189,10 @@ def import_keys(keyring: Keyring, data: bytes, passphrase: str) -> dict[str, int
             "cannot open the key export: wrong passphrase, or the file was modified",
             hint="nothing was imported",
         )
-    counts = {"keysets_added": 0, "keys_added": 0, "kept_destroyed": 0, "unchanged": 0}
+    counts = {
+        "keysets_added": 0, "keysets_merged": 0, "keys_added": 0, "states_advanced": 0,
+        "kept_destroyed": 0, "unchanged": 0,
+    }  # fmt: skip
     kinds: dict[int, str] = {}
     try:
         keysets = [{f: s[f] for f in _KEYSET_FIELDS} for s in doc["keysets"]]
@@ -197,6 +214,8 @@ def import_keys(keyring: Keyring, data: bytes, passphrase: str) -> dict[str, int
                     key_id=s["name"],
                     hint="import into an empty keyring, or the keyring the export came from",
                 )
+            else:
+                counts["keysets_merged"] += _merge_keyset(conn, have, s)
         shredded = {
             r.id for r in conn.execute(sa.select(keyset_table.c.id, keyset_table.c.state))
             if r.state == "shredded"
@@ -209,9 +228,18 @@ def import_keys(keyring: Keyring, data: bytes, passphrase: str) -> dict[str, int
         for k in keys:
             ident = (k["keyset_id"], k["version"])
             if ident in have_keys:
-                exported_live = k["key"] is not None
-                counts["kept_destroyed" if have_keys[ident] == "destroyed" and exported_live
-                       else "unchanged"] += 1  # fmt: skip
+                here = have_keys[ident]
+                if ident[0] in shredded and here != "destroyed":
+                    here = "destroyed"  # merged above: the subject was shredded there
+                if _FINALITY[k["state"]] > _FINALITY[here]:
+                    # A version retired or destroyed after the target's backup was taken
+                    # stays retired or destroyed: restoring never brings a key back.
+                    _set_state(conn, ident, k["state"])
+                    counts["states_advanced"] += 1
+                elif here == "destroyed" and k["key"] is not None:
+                    counts["kept_destroyed"] += 1
+                else:
+                    counts["unchanged"] += 1
                 continue
             wrapped = kek = None
             state = k["state"]
@@ -248,3 +276,59 @@ def import_keys(keyring: Keyring, data: bytes, passphrase: str) -> dict[str, int
             "key.import", "success", resource=ResourceRef("keyring"), details=counts
         )
     return counts
+
+
+# How final a key state is: a merge only ever moves a version towards the end.
+_FINALITY = {"primary": 0, "decrypt_only": 0, "disabled": 1, "destroyed": 2}
+
+
+def _set_state(conn: Any, ident: tuple[int, int], state: str) -> None:
+    values: dict[str, Any] = {"state": state}
+    if state == "destroyed":
+        values.update(wrapped=None, kek_id=None)
+    conn.execute(
+        key_table.update()
+        .where(key_table.c.keyset_id == ident[0], key_table.c.version == ident[1])
+        .values(**values)
+    )
+
+
+def _merge_keyset(conn: Any, have: Any, exported: dict[str, Any]) -> int:
+    """Merge an exported keyset into the same keyset here, towards the later state: the
+    higher ``min_decryption_version``, the primary promoted last, shredded if either is.
+    :returns: 1 when anything changed."""
+    k = key_table.c
+    values: dict[str, Any] = {}
+    if exported["state"] == "shredded" and have.state != "shredded":
+        values.update(state="shredded", primary_version=None)
+        conn.execute(
+            key_table.update()
+            .where(k.keyset_id == have.id)
+            .values(state="destroyed", wrapped=None, kek_id=None)
+        )
+    elif have.state != "shredded":
+        if exported["min_decryption_version"] > have.min_decryption_version:
+            values["min_decryption_version"] = exported["min_decryption_version"]
+        # The later promotion wins; within one second, the higher version (versions only grow).
+        newer = (exported["rotated_at"], exported["primary_version"] or 0) > (
+            have.rotated_at, have.primary_version or 0
+        )
+        if newer and exported["primary_version"] not in (None, have.primary_version):
+            values.update(primary_version=exported["primary_version"],
+                          rotated_at=exported["rotated_at"])  # fmt: skip
+            conn.execute(
+                key_table.update()
+                .where(k.keyset_id == have.id, k.state == "primary")
+                .values(state="decrypt_only")
+            )
+            # The exported primary's own row gets its state when the keys are merged (or
+            # inserted) below; mark it here in case it already exists.
+            conn.execute(
+                key_table.update()
+                .where(k.keyset_id == have.id, k.version == exported["primary_version"],
+                       k.state == "decrypt_only")
+                .values(state="primary")
+            )  # fmt: skip
+    if values:
+        conn.execute(keyset_table.update().where(keyset_table.c.id == have.id).values(**values))
+    return 1 if values else 0

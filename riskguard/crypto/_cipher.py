@@ -164,8 +164,8 @@ class FieldKey:
             enc = self._enc
             kr = self._keyring
             if enc is None or enc[0] <= kr._clock() or enc[1] != kr.generation:
-                key = kr.primary(self.keyset)
-                enc = self._enc = (kr._expiry(), kr.generation, key.aead, key.prefix + self._check)
+                expires, key = kr.primary_entry(self.keyset)
+                enc = self._enc = (expires, kr.generation, key.aead, key.prefix + self._check)
             nonce = os.urandom(12)
             header = enc[3] + nonce
             return header + enc[2].encrypt(nonce, plaintext, header + self._ctx)
@@ -189,7 +189,7 @@ class FieldKey:
             subject), ``tag`` (modified).
         :raises ShreddedError: the subject's key was destroyed.
         """
-        if not self._bound:
+        if not self._bound and len(data) >= MIN_SIZE:
             hit = self._dec.get(data[:13])
             kr = self._keyring
             if hit is not None and hit[0] > kr._clock() and hit[1] == kr.generation:
@@ -212,7 +212,7 @@ class FieldKey:
             parse(data)  # raises the precise format/version error
         keyset_id, version = _IDS.unpack_from(data, 1)
         kr = self._keyring
-        key = kr.key(keyset_id, version)
+        expires, key = kr.key_entry(keyset_id, version)
         if self._bound:
             ctx = self._context(row, subject)
             check = context_check(ctx)
@@ -235,7 +235,7 @@ class FieldKey:
         if not self._bound:
             if len(self._dec) > 64:
                 self._dec.clear()
-            self._dec[data[:13]] = (kr._expiry(), kr.generation, key.aead)
+            self._dec[data[:13]] = (expires, kr.generation, key.aead)
         reads = self._reads.get()
         if reads is not None:
             reads.add(self.name, row if self.per_row else subject)

@@ -19,7 +19,7 @@ from riskguard.crypto._blind import BlindIndex, derive_index_key
 from riskguard.crypto._cipher import FieldCipher, PiiReads
 from riskguard.crypto._keyring import Keyring, ShredReport
 from riskguard.db import map_errors
-from riskguard.errors import ConfigError
+from riskguard.errors import ConfigError, DecryptionError
 from riskguard.types import AuditRecorder
 
 if TYPE_CHECKING:
@@ -123,14 +123,14 @@ class FieldCrypto:
         cached = self._index_versions_cache
         if cached is not None and cached[0] > kr._clock() and cached[1] == kr.generation:
             return cached[2]
-        primary = kr.primary(INDEX_KEYSET, kind="index")
+        expires, primary = kr.primary_entry(INDEX_KEYSET, kind="index")
         info = kr.describe(INDEX_KEYSET)
         others = [
             v.version for v in info.versions
             if v.state == "decrypt_only" and v.version >= info.min_decryption_version
         ]  # fmt: skip
         versions = [primary.version, *others]
-        self._index_versions_cache = (kr._expiry(), kr.generation, versions)
+        self._index_versions_cache = (expires, kr.generation, versions)
         return versions
 
     def _spec_of(self, column_type: _Encrypted) -> BlindIndexSpec:
@@ -158,11 +158,14 @@ class FieldCrypto:
         spec = _spec(column_type)
         assert column_type.table is not None and column_type.column is not None
         idx_col = expr.table.c[spec.column]
-        values = [
-            self.index(column_type.table, column_type.column, spec.index_name, spec.normaliser,
-                       spec.bits, version=v).compute(value)
-            for v in self._index_versions()
-        ]  # fmt: skip
+        values = []
+        for v in self._index_versions():
+            try:
+                bi = self.index(column_type.table, column_type.column, spec.index_name,
+                                spec.normaliser, spec.bits, version=v)  # fmt: skip
+            except DecryptionError:
+                continue  # a root retired meanwhile (another process): nothing indexed by it
+            values.append(bi.compute(value))
         clause: sa.ColumnElement[bool] = (
             idx_col == values[0] if len(values) == 1 else idx_col.in_(values)
         )
@@ -192,26 +195,47 @@ class FieldCrypto:
         engine: Engine | None = None,
         protect_backups: bool = True,
     ) -> SubjectErasure:
-        """Crypto-shred a data subject: null their blind indexes in every per-subject
-        encrypted column of ``tables``, then destroy their key (:meth:`Keyring.shred`,
-        audited as ``key.shred``).
+        """Crypto-shred a data subject: destroy their key (:meth:`Keyring.shred`, audited
+        as ``key.shred``), then null their blind indexes in every per-subject encrypted
+        column of ``tables``. The key goes first: from then on no process can write new
+        values (or index entries) for the subject, so the nulling leaves none behind.
 
         :param tables: the application's tables that hold per-subject encrypted columns.
-
         :param engine: the application's database (default: riskguard's).
         """
+        return self.shred_many([subject], tables=tables, engine=engine,
+                               protect_backups=protect_backups)[0]  # fmt: skip
+
+    def shred_many(
+        self,
+        subjects: list[str],
+        *,
+        tables: list[sa.Table] | None = None,
+        engine: Engine | None = None,
+        protect_backups: bool = True,
+    ) -> list[SubjectErasure]:
+        """:meth:`shred` for a batch of erasure requests, with one subject-KEK rotation."""
         eng = engine if engine is not None else self.keyring.engine
-        cleared: dict[str, int] = {}
-        for t, col_type in self._subject_columns(tables):
-            spec = col_type.blind_index
-            assert spec is not None and col_type.subject is not None
-            with map_errors(eng, "clearing a subject's blind indexes"), eng.begin() as conn:
-                n = conn.execute(
-                    t.update().where(t.c[col_type.subject] == subject).values({spec.column: None})
-                ).rowcount
-            cleared[f"{t.name}.{spec.column}"] = n
-        report = self.keyring.shred(subject, protect_backups=protect_backups)
-        return SubjectErasure(report, cleared)
+        columns = self._subject_columns(tables)
+        cleared: dict[str, dict[str, int]] = {s: {} for s in subjects}
+
+        def clear_indexes() -> None:
+            for t, col_type in columns:
+                spec = col_type.blind_index
+                assert spec is not None and col_type.subject is not None
+                for subject in subjects:
+                    with map_errors(eng, "clearing a subject's blind indexes"), eng.begin() as c:
+                        n = c.execute(
+                            t.update()
+                            .where(t.c[col_type.subject] == subject)
+                            .values({spec.column: None})
+                        ).rowcount
+                    cleared[subject][f"{t.name}.{spec.column}"] = n
+
+        reports = self.keyring.shred_many(
+            subjects, protect_backups=protect_backups, after_destroy=clear_indexes
+        )
+        return [SubjectErasure(r, cleared[r.subject]) for r in reports]
 
     def _subject_columns(self, tables: list[sa.Table] | None) -> list[tuple[sa.Table, _Encrypted]]:
         from riskguard.crypto._sqla import _Encrypted

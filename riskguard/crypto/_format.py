@@ -34,6 +34,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from riskguard.errors import DecryptionError
@@ -47,6 +48,7 @@ __all__ = [
     "encode_context",
     "encode_text",
     "parse",
+    "row_key",
 ]
 
 FORMAT_V1 = 1
@@ -76,6 +78,15 @@ def encode_context(
     which no real row id or subject id is (they are refused when empty).
     """
     return b"".join((_CONTEXT_LABEL, _lp(table), _lp(column), _lp(row or ""), _lp(subject or "")))
+
+
+def row_key(parts: Sequence[object]) -> str:
+    """The row id bound into a per-row context: the primary key's value, or for a
+    composite key each part as ``<length>:<text>`` (unambiguous, unlike a separator)."""
+    texts = [str(p) for p in parts]
+    if len(texts) == 1:
+        return texts[0]
+    return "".join(f"{len(t)}:{t}" for t in texts)
 
 
 def context_check(context: bytes) -> bytes:

@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from riskguard.crypto._format import key_prefix
 from riskguard.crypto._providers import KekDestroyed, KeyProvider, wrapped_kek_id
 from riskguard.crypto._tables import key_table, keyset_table
-from riskguard.db import map_errors, write_transaction
+from riskguard.db import map_errors, meta_table, write_transaction
 from riskguard.errors import DecryptionError, KeyManagementError, ShreddedError
 from riskguard.types import AuditRecorder, ResourceRef
 
@@ -46,6 +46,15 @@ _STATES = ("primary", "decrypt_only", "disabled", "destroyed")
 _KINDS = ("field", "subject", "index")
 _REWRAP_BATCH = 500
 _MAX_ID = 2**31 - 1
+_MAX_CACHED = 100_000
+_SUBJECT_KEK_META = "crypto.subject_kek"
+
+
+def ensure_meta_row(engine: Engine) -> None:
+    """Insert the keyring's lock row (``rg_meta`` key ``crypto.subject_kek``) if missing."""
+    from riskguard.crypto._tables import ensure_lock_row
+
+    ensure_lock_row(engine, _SUBJECT_KEK_META)
 
 
 @dataclass(slots=True, eq=False)
@@ -142,6 +151,7 @@ class Keyring:
         #: Bumped whenever this process changes or forgets keys: field ciphers that keep
         #: their own fast-path copies compare it on each use.
         self.generation = 0
+        self._meta_ok = False
 
     # -- hot path ----------------------------------------------------------------------
 
@@ -151,10 +161,27 @@ class Keyring:
         :raises ShreddedError: the keyset is a shredded subject's.
         :raises KeyManagementError: the keyset has no primary, or the KEK cannot unwrap.
         """
+        return self.primary_entry(name, kind=kind, create=create)[1]
+
+    def primary_entry(
+        self, name: str, *, kind: str = "field", create: bool = True
+    ) -> tuple[float, DataKey]:
+        """:meth:`primary` with the monotonic time its cache entry expires: copies kept
+        elsewhere (the field cipher's fast path) must not outlive it."""
         hit = self._primaries.get(name)
         if hit is not None and hit[0] > self._clock():
-            return hit[1]
+            return hit
         return self._load_primary(name, kind, create)
+
+    def key_entry(self, keyset_id: int, version: int) -> tuple[float, DataKey]:
+        """:meth:`key` with the monotonic time its cache entry expires."""
+        hit = self._keys.get((keyset_id, version))
+        if hit is None or hit[0] <= self._clock():
+            hit = self._load_key(keyset_id, version)
+        value = hit[1]
+        if isinstance(value, _Refusal):
+            raise value.error()
+        return hit[0], value
 
     def key(self, keyset_id: int, version: int) -> DataKey:
         """The key a ciphertext names, for decryption.
@@ -172,8 +199,12 @@ class Keyring:
         return value
 
     def subject_key(self, subject: str, *, create: bool = True) -> DataKey:
-        """The primary key of a data subject (created on their first write)."""
-        return self.primary(subject_keyset(subject), kind="subject", create=create)
+        """The primary key of a data subject (created on their first write), for a write.
+
+        The keyset's state is read from the table on every call (the key itself comes from
+        the cache): a subject shredded by another process gets no new data from this one.
+        """
+        return self._load_primary(subject_keyset(subject), "subject", create)[1]
 
     def invalidate(self) -> None:
         """Forget every cached key (the next use reads the tables again)."""
@@ -201,21 +232,34 @@ class Keyring:
             return (self._expiry(), _Refusal(
                 f"no key version {version} in keyset {keyset_id}: a foreign or damaged ciphertext"
             ))  # fmt: skip
-        with map_errors(self.engine, "reading a data key"), self.engine.connect() as conn:
-            row = conn.execute(q).first()
         value: DataKey | _Refusal
-        if row is None:
-            value = _Refusal(
-                f"no key version {version} in keyset {keyset_id}: a foreign ciphertext, or "
-                "the keys were not restored",
-                check="key",
-                hint="restore the keys with `riskguard keys import` if this is a restored backup",
-            )
-        else:
+        for attempt in (1, 2):
+            with map_errors(self.engine, "reading a data key"), self.engine.connect() as conn:
+                row = conn.execute(q).first()
+            if row is None:
+                value = _Refusal(
+                    f"no key version {version} in keyset {keyset_id}: a foreign ciphertext, "
+                    "or the keys were not restored",
+                    check="key",
+                    hint="restore the keys with `riskguard keys import` if this is a restored "
+                    "backup",
+                )
+                break
             name, kind, subject, ks_state, min_dec, state, wrapped, _kek = row
-            value = self._usable(keyset_id, version, name, kind, subject, ks_state, state,
-                                 min_dec, wrapped)  # fmt: skip
+            try:
+                value = self._usable(keyset_id, version, name, kind, subject, ks_state, state,
+                                     min_dec, wrapped)  # fmt: skip
+                break
+            except KekDestroyed:
+                # Read just before a subject-KEK rotation re-wrapped the row and destroyed
+                # the old KEK: read the row again. Still under a destroyed KEK: erased.
+                if attempt == 2 and kind == "subject":
+                    value = _SHREDDED
+                elif attempt == 2:
+                    raise
         entry = (self._expiry(), value)
+        if len(self._keys) >= _MAX_CACHED:
+            self._keys.clear()  # bounded memory: one entry per subject ever touched adds up
         self._keys[(keyset_id, version)] = entry
         return entry
 
@@ -243,12 +287,7 @@ class Keyring:
                 hint="a retired version decrypts nothing; `riskguard keys rewrap` moves rows off "
                 "a version before it is retired",
             )
-        try:
-            raw = self.provider.unwrap(bytes(wrapped), context=_wrap_context(keyset_id, version))
-        except KekDestroyed:
-            if kind == "subject":
-                return _SHREDDED
-            raise
+        raw = self.provider.unwrap(bytes(wrapped), context=_wrap_context(keyset_id, version))
         return self._data_key(keyset_id, version, name, kind, subject, state, raw)
 
     @staticmethod
@@ -266,7 +305,7 @@ class Keyring:
             key_prefix(keyset_id, version), raw if kind == "index" else None,
         )  # fmt: skip
 
-    def _load_primary(self, name: str, kind: str, create: bool) -> DataKey:
+    def _load_primary(self, name: str, kind: str, create: bool) -> tuple[float, DataKey]:
         s = keyset_table.c
         q = sa.select(s.id, s.primary_version, s.state).where(s.name == name)
         with map_errors(self.engine, "reading a keyset"), self.engine.connect() as conn:
@@ -283,12 +322,16 @@ class Keyring:
             raise ShreddedError()
         if version is None:
             raise KeyManagementError(f"keyset {name!r} has no primary version", key_id=name)
-        entry = self._load_key(keyset_id, version)  # fresh: a cached refusal may be stale
-        key = entry[1]
+        hit = self._keys.get((keyset_id, version))
+        if hit is None or hit[0] <= self._clock() or isinstance(hit[1], _Refusal):
+            hit = self._load_key(keyset_id, version)  # a cached refusal may be stale
+        key = hit[1]
         if isinstance(key, _Refusal):
             raise key.error()
-        self._primaries[name] = (self._expiry(), key)
-        return key
+        entry = (self._expiry(), key)
+        if kind != "subject":
+            self._primaries[name] = entry
+        return entry
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -307,6 +350,8 @@ class Keyring:
         if not name or len(name) > 255:
             raise KeyManagementError("a keyset name must be 1 to 255 characters", key_id=name)
         subject = name.removeprefix("subject:") if kind == "subject" else None
+        if kind == "subject":
+            self.ensure_schema()
         now = self._now()
         try:
             with (
@@ -341,9 +386,20 @@ class Keyring:
     ) -> None:
         purpose = "subject" if kind == "subject" else "data"
         raw = os.urandom(32)
+        recorded = self._subject_kek(conn, exclusive=False) if kind == "subject" else ""
         wrapped = self.provider.wrap(
             raw, context=_wrap_context(keyset_id, version), purpose=purpose
         )
+        if recorded and _kek_id(wrapped) != recorded:
+            # This process's view of the provider is older than the last subject-KEK
+            # rotation: a key wrapped now would be lost when that rotation destroys its KEK.
+            raise KeyManagementError(
+                "the subject KEK was rotated by another process; this one still wraps under "
+                "an older KEK",
+                key_id=_kek_id(wrapped),
+                hint="retry; the provider re-reads its keyring (a long-lived provider object "
+                "may need to be rebuilt)",
+            )
         conn.execute(
             key_table.insert().values(
                 keyset_id=keyset_id, version=version, state=state,
@@ -368,6 +424,8 @@ class Keyring:
 
         :returns: the new version number.
         """
+        if name.startswith("subject:"):
+            self.ensure_schema()
         with self._locked(name, "adding a key version") as (conn, ks):
             if ks.state == "shredded":
                 raise ShreddedError()
@@ -523,14 +581,55 @@ class Keyring:
     def shred(self, subject: str, *, protect_backups: bool = True) -> ShredReport:
         """Crypto-shred a data subject: destroy every version of their key (the wrapped
         bytes are deleted, not marked) and mark the keyset shredded, so later reads raise
-        :class:`ShreddedError` and writes for that subject id are refused. Audited as
-        ``key.shred``. A subject with no key yet gets a shredded tombstone.
+        :class:`ShreddedError` and writes for that subject id are refused (writes read the
+        keyset's state each time; reads in other processes stop within the cache TTL).
+        Audited as ``key.shred``. A subject with no key yet gets a shredded tombstone.
 
         With ``protect_backups`` the provider's subject KEK is rotated, every other
         subject's key re-wrapped under the new one, and the old KEK destroyed (see
         :meth:`rotate_subject_kek`): a database backup taken before the shred then holds
         the subject's key wrapped under a KEK that no longer exists.
         """
+        return self.shred_many([subject], protect_backups=protect_backups)[0]
+
+    def shred_many(
+        self,
+        subjects: list[str],
+        *,
+        protect_backups: bool = True,
+        after_destroy: Callable[[], None] | None = None,
+    ) -> list[ShredReport]:
+        """:meth:`shred` for several subjects with one subject-KEK rotation (each
+        rotation re-wraps every live subject key: batch erasure requests).
+
+        :param after_destroy: called once the keys are destroyed and before the KEK
+            rotation (:meth:`FieldCrypto.shred` clears blind indexes there).
+        """
+        destroyed: list[tuple[str, int, int]] = []
+        rewrapped = 0
+        protected = False
+        try:
+            for subject in subjects:
+                destroyed.append((subject, *self._destroy_subject(subject)))
+            if after_destroy is not None:
+                after_destroy()
+            if protect_backups and destroyed:
+                try:
+                    rewrapped = self.rotate_subject_kek()
+                    protected = True
+                except KeyManagementError as exc:
+                    _log.warning("subject KEK not rotated after a shred: {}", exc.message)
+        finally:
+            # Keys destroyed are destroyed whatever happens next: the log must say so.
+            for subject, _ks, n in destroyed:
+                self._record(
+                    "key.shred", subject_keyset(subject),
+                    {"versions_destroyed": n, "backups_protected": protected}, subject,
+                )  # fmt: skip
+        return [ShredReport(s, ks, n, protected, rewrapped) for s, ks, n in destroyed]
+
+    def _destroy_subject(self, subject: str) -> tuple[int, int]:
+        """Destroy a subject's key versions (one transaction); (keyset id, versions)."""
         name = subject_keyset(subject)
         now = self._now()
         with (
@@ -573,65 +672,102 @@ class Keyring:
                 )
         self._primaries.pop(name, None)
         self._forget(keyset_id)
-        rewrapped = 0
-        protected = False
-        if protect_backups:
-            try:
-                rewrapped = self.rotate_subject_kek()
-                protected = True
-            except KeyManagementError as exc:
-                _log.warning("subject KEK not rotated after a shred: {}", exc.message)
-        self._record(
-            "key.shred", name,
-            {"versions_destroyed": destroyed, "backups_protected": protected}, subject,
-        )  # fmt: skip
-        return ShredReport(subject, keyset_id, destroyed, protected, rewrapped)
+        return keyset_id, destroyed
+
+    def _subject_kek(self, conn: Connection, *, exclusive: bool) -> str:
+        """The subject KEK recorded by the last rotation ("" before any), read under a
+        shared lock (subject-key creation) or an exclusive one (rotation): a rotation
+        waits for creations in flight, and creations wait for a rotation to commit."""
+        q = sa.select(meta_table.c.value).where(meta_table.c.key == _SUBJECT_KEK_META)
+        value = conn.execute(q.with_for_update(read=not exclusive)).scalar_one_or_none()
+        if value is None:
+            raise KeyManagementError(
+                "the keyring's lock row is missing", hint="run `riskguard init` or "
+                "Guard.create_schema() (Keyring.ensure_schema() adds it)",
+            )  # fmt: skip
+        return str(value)
+
+    def ensure_schema(self) -> None:
+        """Add the keyring's lock row to ``rg_meta`` where missing (idempotent; done by
+        :func:`riskguard.db.create_schema` too)."""
+        if not self._meta_ok:
+            ensure_meta_row(self.engine)
+            self._meta_ok = True
 
     def rotate_subject_kek(self) -> int:
         """Rotate the provider's ``subject`` KEK, re-wrap every live subject key under the
-        new one (compare-and-set per key), then destroy the old KEKs.
+        new one, and destroy the old KEKs.
+
+        One transaction holds the lock row exclusively from the rotation to the last
+        re-wrap (subject-key creation waits meanwhile; concurrent rotations run one after
+        the other), records the new KEK there, and commits before any KEK is destroyed;
+        creations after it must wrap under the recorded KEK. Cost: one unwrap and one wrap
+        per live subject key — shred subjects in batches (:meth:`shred_many`).
 
         :returns: how many subject keys were re-wrapped.
         :raises KeyManagementError: the provider cannot rotate or destroy KEKs (the
             environment provider): old database backups can still unwrap shredded keys.
         """
-        new_id = self.provider.rotate("subject")
-        old_ids = [
-            k.id for k in self.provider.keks() if k.purpose == "subject" and k.id != new_id
-            and k.state != "destroyed"
-        ]  # fmt: skip
-        total = 0
+        self.ensure_schema()
         k = key_table.c
-        while old_ids:
-            with map_errors(self.engine, "re-wrapping subject keys"), self.engine.connect() as c:
-                batch = c.execute(
-                    sa.select(k.keyset_id, k.version, k.kek_id, k.wrapped)
-                    .where(k.kek_id.in_(old_ids), k.wrapped.is_not(None))
-                    .limit(_REWRAP_BATCH)
-                ).all()
-            if not batch:
-                break
-            updates = []
-            for keyset_id, version, kek_id, wrapped in batch:
-                context = _wrap_context(keyset_id, version)
-                raw = self.provider.unwrap(bytes(wrapped), context=context)
-                new = self.provider.wrap(raw, context=context, purpose="subject")
-                updates.append((keyset_id, version, kek_id, new))
+        total = 0
+        new_id: str | None = None
+        try:
             with (
                 map_errors(self.engine, "re-wrapping subject keys"),
                 write_transaction(self.engine) as conn,
             ):
-                for keyset_id, version, kek_id, new in updates:
-                    total += conn.execute(
-                        key_table.update()
-                        .where(k.keyset_id == keyset_id, k.version == version,
-                               k.kek_id == kek_id)
-                        .values(wrapped=new, kek_id=_kek_id(new))
-                    ).rowcount  # fmt: skip
+                self._subject_kek(conn, exclusive=True)
+                new_id = self.provider.rotate("subject")
+                old_ids = [
+                    x.id for x in self.provider.keks()
+                    if x.purpose == "subject" and x.id != new_id and x.state != "destroyed"
+                ]  # fmt: skip
+                conn.execute(
+                    meta_table.update()
+                    .where(meta_table.c.key == _SUBJECT_KEK_META)
+                    .values(value=new_id)
+                )
+                while old_ids:
+                    batch = conn.execute(
+                        sa.select(k.keyset_id, k.version, k.kek_id, k.wrapped)
+                        .where(k.kek_id.in_(old_ids), k.wrapped.is_not(None))
+                        .limit(_REWRAP_BATCH)
+                    ).all()
+                    if not batch:
+                        break
+                    for keyset_id, version, kek_id, wrapped in batch:
+                        context = _wrap_context(keyset_id, version)
+                        raw = self.provider.unwrap(bytes(wrapped), context=context)
+                        new = self.provider.wrap(raw, context=context, purpose="subject")
+                        total += conn.execute(
+                            key_table.update()
+                            .where(k.keyset_id == keyset_id, k.version == version,
+                                   k.kek_id == kek_id)
+                            .values(wrapped=new, kek_id=_kek_id(new))
+                        ).rowcount  # fmt: skip
+        except Exception:
+            if new_id is not None:
+                # The provider rotated but the re-wrap did not commit: record the new KEK so
+                # that creations (which now wrap under it) go on; nothing was destroyed.
+                self._record_subject_kek(new_id)
+            raise
         for kek in old_ids:
             self.provider.destroy(kek)
+        self.invalidate()
         _log.info("subject KEK rotated to {}; {} subject keys re-wrapped", new_id, total)
         return total
+
+    def _record_subject_kek(self, kek_id: str) -> None:
+        try:
+            with map_errors(self.engine, "recording the subject KEK"), self.engine.begin() as c:
+                c.execute(
+                    meta_table.update()
+                    .where(meta_table.c.key == _SUBJECT_KEK_META)
+                    .values(value=kek_id)
+                )
+        except Exception as exc:  # the original error matters more
+            _log.warning("could not record the subject KEK: {}", exc)
 
     # -- reading the tables --------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from riskguard.crypto._crypto import INDEX_KEYSET
-from riskguard.crypto._format import decode_text, encode_text
+from riskguard.crypto._format import decode_text, encode_text, row_key
 from riskguard.crypto._sqla import _Encrypted
 from riskguard.db import map_errors
 from riskguard.errors import DecryptionError, KeyManagementError
@@ -137,7 +137,7 @@ def rewrap_column(
         params = []
         for r in rows:
             keys, stored = tuple(r[: len(pk_cols)]), r[-1]
-            row_id = "\x1f".join(str(k) for k in keys)
+            row_id = row_key(keys)
             try:
                 data = bytes(stored) if t.binary else decode_text(stored)
                 new = fk.reencrypt(data, row=row_id if t.per_row else None)
@@ -206,7 +206,11 @@ def rebuild_blind_index(
     idx_col = table.c[spec.column]
     subject_col = table.c[t.subject] if t.subject is not None else None
     extra = [subject_col] if subject_col is not None else []
-    update = _cas_update(table, pk_cols, raw_col, raw_type, spec.column)
+    # Compare-and-set on the ciphertext *and* the index read: a shred that cleared the
+    # index meanwhile is not undone.
+    update = _cas_update(table, pk_cols, raw_col, raw_type, spec.column).where(
+        idx_col.is_not_distinct_from(sa.bindparam("cur", type_=idx_col.type))
+    )
     n = len(pk_cols)
     where = [table.c[column].is_not(None)]
     pages = _pages(engine, pk_cols, [raw_col, idx_col, *extra], where, batch_size,
@@ -216,7 +220,7 @@ def rebuild_blind_index(
         for r in rows:
             keys, stored, current = tuple(r[:n]), r[n], r[n + 1]
             subject = str(r[n + 2]) if subject_col is not None and r[n + 2] is not None else None
-            row_id = "\x1f".join(str(k) for k in keys)
+            row_id = row_key(keys)
             report.scanned += 1
             try:
                 data = bytes(stored) if t.binary else decode_text(stored)
@@ -232,7 +236,7 @@ def rebuild_blind_index(
             value = crypto.blind_value(t, plain)
             if value != current:
                 p: dict[str, Any] = {f"k_{c.name}": k for c, k in zip(pk_cols, keys, strict=True)}
-                p["old"], p["new"] = stored, value
+                p["old"], p["new"], p["cur"] = stored, value, current
                 params.append(p)
         if params:
             with map_errors(engine, "re-indexing rows"), engine.begin() as conn:

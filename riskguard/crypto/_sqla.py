@@ -29,6 +29,13 @@ In the ORM, values are decrypted when a row is loaded; a shredded subject's fiel
 :class:`Erased` (``reveal()`` raises :class:`~riskguard.errors.ShreddedError`). In Core, a
 plain field decrypts in the result; a row- or subject-bound one returns :class:`Sealed`,
 opened with :meth:`FieldCrypto.reveal`, and is written with :meth:`FieldCrypto.prepare`.
+A column with a blind index is written only through the ORM or ``prepare`` too (a bulk
+``UPDATE`` would leave its old index behind).
+
+On SQLite, keep riskguard's tables in their own database file (the default
+``riskguard.db``) when the application's tables live in SQLite too: the keyring creates a
+subject's key in a transaction of its own while the application's flush holds SQLite's
+single write lock, and would wait for it until the busy timeout.
 """
 
 from __future__ import annotations
@@ -41,10 +48,11 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapper, attributes
 from sqlalchemy.types import TypeDecorator
 
-from riskguard.crypto._format import decode_text, encode_text
+from riskguard.crypto._format import decode_text, encode_text, row_key
 from riskguard.errors import InvalidValue, ShreddedError
 
 if TYPE_CHECKING:
@@ -197,10 +205,16 @@ class _Encrypted(TypeDecorator[Any]):
     def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
         if self.binary:
             return dialect.type_descriptor(sa.LargeBinary())
-        if self.length is not None:
-            chars = -(-((self.length * 4 + _OVERHEAD) * 4) // 3)
-            return dialect.type_descriptor(sa.String(chars))
-        return dialect.type_descriptor(sa.Text())
+        chars = -(-((self.length * 4 + _OVERHEAD) * 4) // 3) if self.length is not None else None
+        if dialect.name in ("mysql", "mariadb"):
+            # base64url is case-sensitive; MariaDB's default collation is not, and would let
+            # `keys rewrap`/`status` take version 1's prefix for version 27's.
+            if chars is not None:
+                return dialect.type_descriptor(
+                    mysql.VARCHAR(chars, charset="ascii", collation="ascii_bin")
+                )
+            return dialect.type_descriptor(mysql.MEDIUMTEXT(charset="ascii", collation="ascii_bin"))
+        return dialect.type_descriptor(sa.String(chars) if chars is not None else sa.Text())
 
     def to_bytes(self, value: Any) -> bytes:
         """Plaintext value → bytes (subclasses)."""
@@ -226,10 +240,12 @@ class _Encrypted(TypeDecorator[Any]):
             # Already ciphertext: prepared for its place, or read and written back as is.
             return self.encode(value.data)
         fk = self._fk if self._fk is not None else self.field()
-        if self.per_row or self.subject is not None:
+        if self.per_row or self.subject is not None or self.blind_index is not None:
+            # A bound value needs its row or subject; an indexed one needs its blind index
+            # written beside it (a bulk UPDATE would leave the old index behind).
             raise InvalidValue(
-                f"{fk.name} is bound to its row or subject: write it through the ORM or "
-                "with FieldCrypto.prepare()",
+                f"{fk.name} is bound to its row or subject, or has a blind index: write it "
+                "through the ORM or with FieldCrypto.prepare()",
                 kind=fk.name,
                 check="binding",
             )
@@ -374,7 +390,7 @@ def _row_id(mapper: Mapper[Any], target: Any, *, fill: bool) -> str | None:
         if v is None:
             return None
         values.append(str(v))
-    return "\x1f".join(values)
+    return row_key(values)
 
 
 def _subject_of(spec: _OrmSpec, f: _OrmField, target: Any) -> str | None:
@@ -387,18 +403,30 @@ def _subject_of(spec: _OrmSpec, f: _OrmField, target: Any) -> str | None:
 def _before_write(mapper: Mapper[Any], target: Any, spec: _OrmSpec, insert: bool) -> None:
     state = attributes.instance_state(target)
     needs_row = any(f.type.per_row for f in spec.fields)
-    row = _row_id(mapper, target, fill=insert) if needs_row else None
+    if insert:
+        _row_id(mapper, target, fill=True)  # client-side key defaults, which a subject may be
+    row = _row_id(mapper, target, fill=False) if needs_row else None
     context_changed = (
         insert
         or _changed(state, [p.key for p in _pk_props(mapper)])
         or _changed(state, list(spec.subject_keys.values()))
     )
     restore: dict[str, Any] = {}
+    saved = state.info.get("riskguard_restore", {})
     for f in spec.fields:
         if not insert and not context_changed and not state.attrs[f.key].history.has_changes():
             continue
         value = state.dict.get(f.key)
+        if isinstance(value, Prepared) and f.key in saved:
+            value = saved[f.key]  # a flush that failed left ciphertext: encrypt again
         if isinstance(value, Prepared | Sealed):
+            if context_changed and not insert:
+                raise InvalidValue(
+                    f"{f.type.field().name} cannot follow a change of its row key or subject "
+                    "without being loaded (it is bound to the old one)",
+                    kind=f.type.field().name, check="binding",
+                    hint="load the column before changing the primary key or subject",
+                )  # fmt: skip
             continue  # already ciphertext (or erased: cannot be rewritten)
         fk = f.type.field()
         if value is None:
@@ -531,7 +559,7 @@ def _core_row(table: sa.Table, pk: list[str], values: Mapping[str, Any], name: s
             kind=name,
             check="binding",
         )
-    return "\x1f".join(str(values[k]) for k in pk)
+    return row_key([values[k] for k in pk])
 
 
 def _core_subject(t: _Encrypted, values: Mapping[str, Any], name: str) -> str | None:

@@ -10,10 +10,12 @@ A database backup therefore holds only wrapped keys.
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
-from riskguard.db import ExactString, metadata
+from riskguard.db import ExactString, map_errors, meta_table, metadata
 
-__all__ = ["key_table", "keyset_table"]
+__all__ = ["ensure_lock_row", "key_table", "keyset_table"]
 
 keyset_table = sa.Table(
     "rg_crypto_keyset",
@@ -52,3 +54,18 @@ key_table = sa.Table(
     sa.Column("changed_at", sa.BigInteger, nullable=False),
     sa.Index("ix_rg_crypto_key_kek", "kek_id"),
 )
+
+
+def ensure_lock_row(engine: Engine, key: str) -> None:
+    """Insert ``rg_meta`` row ``key`` with an empty value unless it exists (a row that
+    writers lock; inserted once so that a lock never has to take a row that isn't there).
+    """
+    q = sa.select(meta_table.c.key).where(meta_table.c.key == key)
+    with map_errors(engine, "creating the keyring's lock row"), engine.connect() as conn:
+        if conn.execute(q).first() is not None:
+            return
+        try:
+            with conn.begin():
+                conn.execute(meta_table.insert().values(key=key, value=""))
+        except IntegrityError:
+            pass  # another process inserted it first

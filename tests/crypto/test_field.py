@@ -265,3 +265,39 @@ def test_pii_reads_one_event_per_block(crypto_env: CryptoEnv) -> None:
     with c.pii_reads():
         pass
     assert len([e for e in crypto_env.audit.events if e.action == "pii.read"]) == 1
+
+
+def test_truncated_input_fails_cleanly_with_a_warm_cache(crypto_env: CryptoEnv) -> None:
+    """After one value decrypted (the fast path is warm), a truncated one still fails with
+    DecryptionError check "format", never a ValueError from the AEAD."""
+    f = crypto_env.crypto.field("customer", "phone")
+    blob = f.encrypt(PHONE)
+    assert f.decrypt(blob) == PHONE
+    for cut in range(13, HEADER_SIZE + 16):
+        with pytest.raises(DecryptionError) as ei:
+            f.decrypt(blob[:cut])
+        assert ei.value.check == "format", cut
+
+
+def test_where_each_byte_change_is_caught(crypto_env: CryptoEnv) -> None:
+    """The check named matches the part of the envelope that changed."""
+    f = crypto_env.crypto.field("customer", "phone")
+    f.encrypt(PHONE)
+    blob = f.encrypt(PHONE)
+    expected = {0: "version", **dict.fromkeys(range(1, 9), "key"),
+                **dict.fromkeys(range(9, 13), "context")}  # fmt: skip
+    for i in range(len(blob)):
+        bad = bytearray(blob)
+        bad[i] ^= 0x01
+        with pytest.raises(DecryptionError) as ei:
+            f.decrypt(bytes(bad))
+        assert ei.value.check == expected.get(i, "tag"), i
+
+
+def test_missing_version_of_an_existing_keyset(crypto_env: CryptoEnv) -> None:
+    f = crypto_env.crypto.field("customer", "phone")
+    blob = f.encrypt(PHONE)
+    v9 = blob[:5] + struct.pack(">I", 9) + blob[9:]
+    with pytest.raises(DecryptionError) as ei:
+        f.decrypt(v9)
+    assert ei.value.check == "key" and "version 9" in ei.value.message

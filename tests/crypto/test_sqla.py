@@ -242,3 +242,85 @@ def test_index_root_rotation_and_rebuild(app: tuple[CryptoEnv, dict[str, Any]]) 
     info = kr.describe(INDEX_KEYSET)
     kr.retire(INDEX_KEYSET, 1, remaining=0, now=info.rotated_at + kr.cache_ttl_s)
     assert found() == ["+86 138 0013 8000", "13800138000"]
+
+
+def test_bulk_writes_cannot_leave_a_stale_blind_index(
+    app: tuple[CryptoEnv, dict[str, Any]],
+) -> None:
+    env, m = app
+    Customer = m["Customer"]
+    with Session(env.ns.engine) as s:
+        s.add(Customer(phone="13800138000"))
+        s.commit()
+        with pytest.raises(sa.exc.StatementError) as ei:
+            s.execute(sa.update(Customer).values(phone="13912345678"))
+        assert isinstance(ei.value.orig, InvalidValue) and "blind index" in str(ei.value.orig)
+
+
+def test_a_failed_flush_can_be_retried_with_another_key(
+    app: tuple[CryptoEnv, dict[str, Any]],
+) -> None:
+    """The flush fails (duplicate key) after the value was encrypted for the first id; the
+    retry under a new id encrypts again for that id, and the value reads back."""
+    env, m = app
+    Customer = m["Customer"]
+    with Session(env.ns.engine) as s:
+        s.add(Customer(id="dup", phone="13800138000"))
+        s.commit()
+    with Session(env.ns.engine) as s:
+        c = Customer(id="dup", phone="13912345678")
+        s.add(c)
+        with pytest.raises(sa.exc.IntegrityError):
+            s.commit()
+        s.rollback()
+        c.id = "fresh"
+        s.add(c)
+        s.commit()
+    with Session(env.ns.engine) as s:
+        assert s.get(Customer, "fresh").phone == "13912345678"
+
+
+def test_subject_bound_to_a_defaulted_primary_key(crypto_env: CryptoEnv) -> None:
+    class Base(DeclarativeBase):
+        pass
+
+    class Rider(Base):
+        __tablename__ = "app_rider"
+        id: Mapped[str] = mapped_column(
+            sa.String(36), primary_key=True, default=lambda: str(uuid.uuid4())
+        )
+        id_number: Mapped[str | None] = mapped_column(
+            EncryptedString(crypto_env.crypto, subject="id")
+        )
+
+    Base.metadata.create_all(crypto_env.ns.engine)
+    with Session(crypto_env.ns.engine) as s:
+        r = Rider(id_number="110101199003077777")
+        s.add(r)
+        s.commit()
+        rid = r.id
+    with Session(crypto_env.ns.engine) as s:
+        assert s.get(Rider, rid).id_number == "110101199003077777"
+
+
+def test_composite_keys_bind_unambiguously(crypto_env: CryptoEnv) -> None:
+    md = sa.MetaData()
+    t = sa.Table(
+        "app_pair",
+        md,
+        sa.Column("a", sa.String(10), primary_key=True),
+        sa.Column("b", sa.String(10), primary_key=True),
+        sa.Column("v", EncryptedString(crypto_env.crypto, per_row=True)),
+    )
+    md.create_all(crypto_env.ns.engine)
+    c = crypto_env.crypto
+    with crypto_env.ns.engine.begin() as conn:
+        conn.execute(t.insert(), c.prepare(t, {"a": "x:1", "b": "y", "v": "secret"}))
+    with crypto_env.ns.engine.connect() as conn:
+        row = dict(conn.execute(sa.select(t)).mappings().one())
+    assert c.reveal(t, row)["v"] == "secret"
+    # ("x", "1:y") would have joined to the same text as ("x:1", "y") with a separator.
+    moved = {**row, "a": "x", "b": "1:y"}
+    with pytest.raises(DecryptionError) as ei:
+        c.reveal(t, moved)
+    assert ei.value.check == "context"
