@@ -25,7 +25,7 @@ from rich.table import Table
 
 from riskguard.cli._app import EXIT_FINDINGS, EXIT_OK, JsonOpt, State, app, open_guard
 from riskguard.config import Settings, load_settings
-from riskguard.errors import ConfigError
+from riskguard.errors import ConfigError, KeyManagementError
 from riskguard.guard import Guard
 
 __all__ = ["keys_app", "load_model_tables"]
@@ -282,12 +282,32 @@ def retire(
     with open_guard(ctx) as guard:
         kr = guard.crypto.keyring
         ks = kr.describe(name)
+        if ks.kind == "index":
+            _check_rebuilt(guard, _tables(guard.settings, models), version)
         remaining = sum(
             r["rows"] for r in _status_rows(guard, _tables(guard.settings, models))
             if r["keyset_id"] == ks.id and r["version"] == version
         )  # fmt: skip
         kr.retire(name, version, remaining=remaining)
     typer.echo(f"{name}: version {version} retired")
+
+
+def _check_rebuilt(guard: Guard, tables: list[sa.Table], version: int) -> None:
+    """An index root may retire only when every blind-indexed column was rebuilt under a
+    newer root (index values carry no version, so rows cannot be counted)."""
+    from riskguard.crypto import index_rebuilt_version
+
+    stale = [
+        f"{t.name}.{c.name}" for t in tables for c in t.columns
+        if getattr(c.type, "blind_index", None) is not None
+        and (index_rebuilt_version(guard.engine, t, c.name) or 0) <= version
+    ]  # fmt: skip
+    if stale:
+        raise KeyManagementError(
+            f"blind indexes not rebuilt under a newer root: {', '.join(stale)}",
+            key_id="index:blind",
+            hint="run `riskguard keys rebuild-index` first",
+        )
 
 
 @keys_app.command()

@@ -13,6 +13,7 @@ version from being retired.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,13 +25,14 @@ from sqlalchemy.engine import Engine
 from riskguard.crypto._crypto import INDEX_KEYSET
 from riskguard.crypto._format import decode_text, encode_text, row_key
 from riskguard.crypto._sqla import _Encrypted
-from riskguard.db import map_errors
+from riskguard.db import map_errors, meta_table
 from riskguard.errors import DecryptionError, KeyManagementError
 
 __all__ = [
     "RebuildReport",
     "RewrapReport",
     "encrypted_columns",
+    "index_rebuilt_version",
     "rebuild_blind_index",
     "rewrap_column",
     "versions_in_use",
@@ -244,6 +246,8 @@ def rebuild_blind_index(
             report.updated += len(params)
         if progress is not None:
             progress(len(rows))
+    if report.failed == 0:
+        _record_rebuild(engine, table.name, column, version)
     return report
 
 
@@ -295,3 +299,28 @@ def _note_failure(report: RewrapReport | RebuildReport, row_id: str) -> None:
     report.failed += 1
     if len(report.failed_rows) < 20:
         report.failed_rows.append(row_id)
+
+
+def _rebuild_key(table: str, column: str) -> str:
+    digest = hashlib.sha256(f"{table}\x00{column}".encode()).hexdigest()[:40]
+    return "crypto.ix:" + digest  # rg_meta keys are at most 64 characters
+
+
+def _record_rebuild(engine: Engine, table: str, column: str, version: int) -> None:
+    key = _rebuild_key(table, column)
+    with map_errors(engine, "recording a finished re-index"), engine.begin() as conn:
+        done = conn.execute(
+            meta_table.update().where(meta_table.c.key == key).values(value=str(version))
+        ).rowcount
+        if not done:
+            conn.execute(meta_table.insert().values(key=key, value=str(version)))
+
+
+def index_rebuilt_version(engine: Engine, table: sa.Table, column: str) -> int | None:
+    """The index-root version the last complete, failure-free :func:`rebuild_blind_index`
+    of ``table.column`` ran under (``None``: never). Retiring an older root is safe once
+    every indexed column has been rebuilt under a newer one."""
+    q = sa.select(meta_table.c.value).where(meta_table.c.key == _rebuild_key(table.name, column))
+    with map_errors(engine, "reading re-index records"), engine.connect() as conn:
+        value = conn.execute(q).scalar_one_or_none()
+    return int(value) if value else None

@@ -22,6 +22,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         '[database]\nurl = "sqlite:///app.db"\n'
         "[audit]\ncheckpoints = false\n"
         '[keys]\nprovider = "file"\nkeyring_path = "keys/keyring.json"\n'
+        "dek_cache_ttl_s = 0\n"  # so that retire need not wait out a cache
         'models = ["tests.crypto.cli_models"]\n',
         encoding="utf-8",
     )
@@ -66,12 +67,18 @@ def test_keys_lifecycle(project: Path, capsys: pytest.CaptureFixture[str]) -> No
     report = {r["column"]: r for r in json.loads(out)}
     assert code == 0 and report["phone"]["rewrapped"] == 30 and report["phone"]["remaining"] == {}
     assert "address" not in report  # per-subject: moves with the subject KEK, not rewrap
+    code, _, _ = run(capsys, "keys", "retire", "field:cli_customer.phone", "1")
+    assert code == 0  # no row left under version 1 after the rewrap
     code, out, _ = run(capsys, "keys", "rotate", "index:blind")
     assert code == 0
+    code, _, err = run(capsys, "keys", "retire", "index:blind", "1")
+    assert code == 1 and "not rebuilt" in err and "cli_customer.address" in err
     code, out, _ = run(capsys, "keys", "rebuild-index", "--json")
     (rebuilt,) = json.loads(out)
     assert code == 0 and rebuilt["column"] == "address" and rebuilt["index_version"] == 2
     assert rebuilt["scanned"] == 30 and rebuilt["failed"] == 0 and rebuilt["updated"] >= 25
+    code, _, err = run(capsys, "keys", "retire", "index:blind", "1")
+    assert code == 0, err
     code, out, _ = run(capsys, "keys", "list", "--json")
     names = [k["name"] for k in json.loads(out)]
     assert "field:cli_customer.phone" in names and not any(n.startswith("subject:") for n in names)
