@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from riskguard.audit._canonical import GENESIS_HASH, canonical_json
 from riskguard.audit._event import AuditEvent
@@ -35,6 +35,8 @@ from riskguard.audit._verify import (
 )
 
 __all__ = ["ExportHeader", "ExportReader", "write_export"]
+
+_T = TypeVar("_T")
 
 FORMAT = "riskguard-audit-export"
 VERSION = 1
@@ -314,7 +316,7 @@ def _prune_anchor(body: bytes) -> int | None:
         return None
 
 
-def _typed(value: object, kind: type) -> object:
+def _typed(value: object, kind: type[_T]) -> _T:
     if not isinstance(value, kind) or isinstance(value, bool):
         raise TypeError(f"expected {kind.__name__}")
     return value

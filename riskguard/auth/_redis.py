@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Any
 
 try:
-    import redis
+    import redis as redis  # re-exported: the other Redis stores import it from here
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "riskguard's Redis stores need the redis package: pip install 'riskguard[redis]'"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from pydantic import BaseModel
@@ -161,7 +162,8 @@ def run_checks(settings: Settings) -> list[Check]:
             ("access model", settings.access.model),
             ("access policy", settings.access.policy),
         ):
-            checks.append(_check(label, lambda p=path: _exists(settings.resolve(p))))
+            resolved = settings.resolve(path)
+            checks.append(_check(label, functools.partial(_exists, resolved)))
     finally:
         guard.close()
     return checks
@@ -273,7 +275,7 @@ def _demo_crypto(console: Console, settings: Settings, target: Path) -> None:
 def _demo_audit(console: Console, settings: Settings, target: Path) -> None:
     """Serve a few O2O requests into the audit log, then verify, export and prove it."""
     from riskguard.audit import verify_export
-    from riskguard.types import ResourceRef
+    from riskguard.types import Outcome, ResourceRef
 
     with Guard(settings) as guard:
         log = guard.audit
@@ -287,7 +289,7 @@ def _demo_audit(console: Console, settings: Settings, target: Path) -> None:
             (customer, "access.decision", "deny", ResourceRef("order", "o-2", "m-88")),
         ):
             with request_context(who, RequestInfo(client_ip="127.0.0.1")), log.batch():
-                log.record(action, outcome, resource=res, details={"demo": True})
+                log.record(action, cast(Outcome, outcome), resource=res, details={"demo": True})
         signed = log.checkpoint()
         console.print(f"audit: {log.head().seq} events, checkpoint at size "
                       f"{signed.checkpoint.tree_size} signed by "
