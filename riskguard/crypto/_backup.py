@@ -311,7 +311,8 @@ def _merge_keyset(conn: Any, have: Any, exported: dict[str, Any]) -> int:
             values["min_decryption_version"] = exported["min_decryption_version"]
         # The later promotion wins; within one second, the higher version (versions only grow).
         newer = (exported["rotated_at"], exported["primary_version"] or 0) > (
-            have.rotated_at, have.primary_version or 0
+            have.rotated_at,
+            have.primary_version or 0,
         )
         if newer and exported["primary_version"] not in (None, have.primary_version):
             values.update(primary_version=exported["primary_version"],
