@@ -128,9 +128,9 @@ class Guard:
         """Field encryption configured from ``[keys]``: the keyring on :attr:`engine`
         (data keys wrapped by the configured provider's KEK), audited on :attr:`audit`.
 
-        :raises ConfigError: the provider cannot be built (missing keyring file or
-            passphrase variable, malformed KEK variable).
-        :raises KeyManagementError: the keyring file does not open (wrong passphrase).
+        :raises KeyManagementError: the provider cannot be built: the keyring file is
+            missing or does not open (wrong passphrase, passphrase variable unset), or the
+            KEK variable is malformed.
         """
         if self._crypto is None:
             from riskguard.crypto import FieldCrypto, Keyring, provider_from_settings
