@@ -33,15 +33,14 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import uuid
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from _pg import private_schema
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.engine import make_url
 
 from riskguard import db
 from riskguard.audit import (
@@ -342,81 +341,62 @@ def bench_postgres(
 ) -> list[Result]:
     total = procs * per_proc
     console.rule(f"3. append from {procs} processes on PostgreSQL ({procs} x {per_proc:,} events)")
-    name = "rgbench_" + uuid.uuid4().hex[:10]
-    admin = None
-    try:
-        admin = db.create_engine(pg_url)
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
-    except Exception as exc:
-        if admin is not None:
-            admin.dispose()
-        lines = str(exc).strip().splitlines()
-        reason = f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
-        console.print(f"[yellow]skipped: PostgreSQL unreachable or refused ({reason})")
-        return [Result(f"PostgreSQL {procs} procs", "skipped", "-", None, "-", None)]
-    url = (
-        make_url(db.normalise_url(pg_url))
-        .update_query_dict({"options": f"-csearch_path={name}"})
-        .render_as_string(hide_password=False)
-    )
-    engine = db.create_engine(url)
-    try:
-        db.create_schema(engine)
-        key_path = tmp / "bench-key.pem"
-        key_path.write_bytes(key.private_pem())
-        key_path.chmod(0o600)
-        ctx = mp.get_context("spawn")
-        barrier = ctx.Barrier(procs)
-        out = ctx.Queue()
-        workers = [
-            ctx.Process(
-                target=_pg_worker, args=(url, str(key_path), w, per_proc, batch, barrier, out)
-            )
-            for w in range(procs)
-        ]
-        for p in workers:
-            p.start()
-        got = [out.get(timeout=600) for _ in workers]
-        for p in workers:
-            p.join()
-        errors = [f"worker {w}: {e}" for w, _, _, e in got if e]
-        for e in errors:
-            console.print(f"[red]{e}")
-        if errors:
-            return [Result(f"PostgreSQL {procs} procs", "failed", "-", None,
-                           "one gap-free chain", False)]  # fmt: skip
-        wall = max(t1 for _, _, t1, _ in got) - min(t0 for _, t0, _, _ in got)
-        console.print(f"{total:,} events in {wall:.2f} s: {_rate(total, wall)} in total")
-        for w, t0, t1, _ in sorted(got):
-            if t1 > t0:
-                console.print(f"  worker {w}: {_rate(per_proc, t1 - t0)}")
+    with private_schema(pg_url, console) as url:
+        if url is None:
+            return [Result(f"PostgreSQL {procs} procs", "skipped", "-", None, "-", None)]
+        engine = db.create_engine(url)
+        try:
+            db.create_schema(engine)
+            key_path = tmp / "bench-key.pem"
+            key_path.write_bytes(key.private_pem())
+            key_path.chmod(0o600)
+            ctx = mp.get_context("spawn")
+            barrier = ctx.Barrier(procs)
+            out = ctx.Queue()
+            workers = [
+                ctx.Process(
+                    target=_pg_worker, args=(url, str(key_path), w, per_proc, batch, barrier, out)
+                )
+                for w in range(procs)
+            ]
+            for p in workers:
+                p.start()
+            got = [out.get(timeout=600) for _ in workers]
+            for p in workers:
+                p.join()
+            errors = [f"worker {w}: {e}" for w, _, _, e in got if e]
+            for e in errors:
+                console.print(f"[red]{e}")
+            if errors:
+                return [Result(f"PostgreSQL {procs} procs", "failed", "-", None,
+                               "one gap-free chain", False)]  # fmt: skip
+            wall = max(t1 for _, _, t1, _ in got) - min(t0 for _, t0, _, _ in got)
+            console.print(f"{total:,} events in {wall:.2f} s: {_rate(total, wall)} in total")
+            for w, t0, t1, _ in sorted(got):
+                if t1 > t0:
+                    console.print(f"  worker {w}: {_rate(per_proc, t1 - t0)}")
 
-        log = _log(SqlStore(engine, LOG_ID), key, 1000)
-        t0 = time.perf_counter()
-        report = log.verify()
-        verify_s = time.perf_counter() - t0
-        with engine.connect() as conn:
-            count, lo, hi = conn.exec_driver_sql(
-                "SELECT count(*), min(seq), max(seq) FROM rg_audit_event"
-            ).one()
-        head = log.head()
-        gap_free = count == total and lo == 1 and hi == total and head.seq == total
-        console.print(f"log.verify(): ok={report.ok} checked={report.checked:,} in "
-                      f"{verify_s:.2f} s — {report.detail}")  # fmt: skip
-        console.print(f"rows: count={count:,} min(seq)={lo} max(seq)={hi} head.seq={head.seq}"
-                      f" -> one gap-free chain 1..{total:,}: {gap_free}")  # fmt: skip
-        one_chain = report.ok and report.checked == total and gap_free and not errors
-        return [
-            Result(f"PostgreSQL {procs} procs, batch {batch}",
-                   _rate(total, wall), "-", None, "one gap-free chain", one_chain),
-        ]  # fmt: skip
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
-        admin.dispose()
-        console.print(f"dropped schema {name}")
+            log = _log(SqlStore(engine, LOG_ID), key, 1000)
+            t0 = time.perf_counter()
+            report = log.verify()
+            verify_s = time.perf_counter() - t0
+            with engine.connect() as conn:
+                count, lo, hi = conn.exec_driver_sql(
+                    "SELECT count(*), min(seq), max(seq) FROM rg_audit_event"
+                ).one()
+            head = log.head()
+            gap_free = count == total and lo == 1 and hi == total and head.seq == total
+            console.print(f"log.verify(): ok={report.ok} checked={report.checked:,} in "
+                          f"{verify_s:.2f} s — {report.detail}")  # fmt: skip
+            console.print(f"rows: count={count:,} min(seq)={lo} max(seq)={hi} head.seq={head.seq}"
+                          f" -> one gap-free chain 1..{total:,}: {gap_free}")  # fmt: skip
+            one_chain = report.ok and report.checked == total and gap_free and not errors
+            return [
+                Result(f"PostgreSQL {procs} procs, batch {batch}",
+                       _rate(total, wall), "-", None, "one gap-free chain", one_chain),
+            ]  # fmt: skip
+        finally:
+            engine.dispose()
 
 
 # -- 4. inclusion proofs ----------------------------------------------------------------

@@ -34,7 +34,6 @@ import platform
 import sys
 import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,10 +42,11 @@ from typing import Any
 
 import cryptography
 import sqlalchemy as sa
+from _pg import private_schema
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from riskguard import db
@@ -527,31 +527,10 @@ def bench_rewrap(kind: str, url: str, n: int, batch: int, goal: float | None) ->
 
 def bench_rewrap_postgres(pg_url: str, n: int, batch: int) -> list[Result]:
     console.rule(f"4b. rewrap {n:,} rows on PostgreSQL")
-    name = "rgbench_" + uuid.uuid4().hex[:10]
-    admin = None
-    try:
-        admin = db.create_engine(pg_url)
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
-    except Exception as exc:
-        if admin is not None:
-            admin.dispose()
-        lines = str(exc).strip().splitlines()
-        reason = f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
-        console.print(f"[yellow]skipped: PostgreSQL unreachable or refused ({reason})")
-        return [Result(f"4 rewrap {n:,} rows, PostgreSQL", "skipped", "-", None, "-", None)]
-    url = (
-        make_url(db.normalise_url(pg_url))
-        .update_query_dict({"options": f"-csearch_path={name}"})
-        .render_as_string(hide_password=False)
-    )
-    try:
+    with private_schema(pg_url, console) as url:
+        if url is None:
+            return [Result(f"4 rewrap {n:,} rows, PostgreSQL", "skipped", "-", None, "-", None)]
         return bench_rewrap("PostgreSQL", url, n, batch, None)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
-        admin.dispose()
-        console.print(f"dropped schema {name}")
 
 
 # -- main -------------------------------------------------------------------------------

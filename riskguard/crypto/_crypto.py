@@ -1,14 +1,14 @@
 """FieldCrypto: the keyring, the field cipher and the blind indexes, as one object.
 
-``Guard.crypto`` is one of these. Encrypted column types register with it when first
-used, so that :meth:`FieldCrypto.shred` knows which blind indexes hold a subject's values
-and ``riskguard keys rewrap`` which columns to move to a new key version.
+``Guard.crypto`` is one of these. Encrypted column types reach it (directly or through a
+factory) for their field cipher and blind indexes; the tables they live in are the
+application's, so :meth:`FieldCrypto.shred` and ``riskguard keys rewrap`` are given them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from riskguard.types import AuditRecorder
 if TYPE_CHECKING:
     from riskguard.crypto._sqla import BlindIndexSpec, _Encrypted
 
-__all__ = ["INDEX_KEYSET", "FieldCrypto", "SubjectErasure"]
+__all__ = ["INDEX_KEYSET", "FieldCrypto", "SubjectErasure", "blind_spec"]
 
 #: The keyset whose versions are the roots the blind-index keys are derived from.
 INDEX_KEYSET = "index:blind"
@@ -56,7 +56,6 @@ class FieldCrypto:
         self.cipher = FieldCipher(keyring, audit=self.audit)
         self.region = region
         self._indexes: dict[tuple[str, str, str, int], BlindIndex] = {}
-        self._columns: dict[tuple[str, str], _Encrypted] = {}
         self._index_versions_cache: tuple[float, int, list[int]] | None = None
 
     # -- fields --------------------------------------------------------------------------
@@ -75,21 +74,10 @@ class FieldCrypto:
             table, column, keyset=keyset, per_row=per_row, per_subject=per_subject
         )
 
-    @contextmanager
-    def pii_reads(self) -> Iterator[PiiReads]:
-        """One ``pii.read`` event for the decryptions in this block (a request)."""
-        with self.cipher.pii_reads() as reads:
-            yield reads
-
-    def register_column(self, column_type: _Encrypted) -> None:
-        """Remember an encrypted column (called by the column type on first use)."""
-        assert column_type.table is not None and column_type.column is not None
-        self._columns[(column_type.table, column_type.column)] = column_type
-
-    @property
-    def columns(self) -> list[_Encrypted]:
-        """The encrypted columns used so far, by table and column."""
-        return [self._columns[k] for k in sorted(self._columns)]
+    def pii_reads(self) -> AbstractContextManager[PiiReads]:
+        """One ``pii.read`` event for the decryptions in this block (a request); see
+        :meth:`FieldCipher.pii_reads`."""
+        return self.cipher.pii_reads()
 
     # -- blind indexes -------------------------------------------------------------------
 
@@ -133,19 +121,12 @@ class FieldCrypto:
         self._index_versions_cache = (expires, kr.generation, versions)
         return versions
 
-    def _spec_of(self, column_type: _Encrypted) -> BlindIndexSpec:
-        """The column's blind index declaration.
-
-        :raises ConfigError: it has none.
-        """
-        return _spec(column_type)
-
     def blind_value(self, column_type: _Encrypted, value: str) -> str:
         """The blind index value of ``value`` for an encrypted column (current root).
 
         :raises InvalidValue: the value does not normalise.
         """
-        spec = _spec(column_type)
+        spec = blind_spec(column_type)
         assert column_type.table is not None and column_type.column is not None
         bi = self.index(column_type.table, column_type.column, spec.index_name,
                         spec.normaliser, spec.bits)  # fmt: skip
@@ -155,7 +136,7 @@ class FieldCrypto:
         self, column_type: _Encrypted, expr: Any, value: str
     ) -> sa.ColumnElement[bool]:
         """``index_column IN (values under every usable index root)`` for ``value``."""
-        spec = _spec(column_type)
+        spec = blind_spec(column_type)
         assert column_type.table is not None and column_type.column is not None
         idx_col = expr.table.c[spec.column]
         values = []
@@ -255,7 +236,7 @@ class FieldCrypto:
         return out
 
 
-def _spec(column_type: _Encrypted) -> BlindIndexSpec:
+def blind_spec(column_type: _Encrypted) -> BlindIndexSpec:
     spec = column_type.blind_index
     if spec is None:
         raise ConfigError(

@@ -190,13 +190,7 @@ class Keyring:
         :raises DecryptionError: ``check="key"``: no such key, retired (disabled or below
             ``min_decryption_version``) or destroyed.
         """
-        hit = self._keys.get((keyset_id, version))
-        if hit is None or hit[0] <= self._clock():
-            hit = self._load_key(keyset_id, version)
-        value = hit[1]
-        if isinstance(value, _Refusal):
-            raise value.error()
-        return value
+        return self.key_entry(keyset_id, version)[1]
 
     def subject_key(self, subject: str, *, create: bool = True) -> DataKey:
         """The primary key of a data subject (created on their first write), for a write.

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from riskguard.crypto._crypto import INDEX_KEYSET
+from riskguard.crypto._crypto import INDEX_KEYSET, blind_spec
 from riskguard.crypto._format import decode_text, encode_text, row_key
 from riskguard.crypto._sqla import _Encrypted
 from riskguard.db import map_errors, meta_table
@@ -195,7 +195,7 @@ def rebuild_blind_index(
 
     t = _type(table, column)
     crypto = t.resolve_crypto()
-    spec = crypto._spec_of(t)
+    spec = blind_spec(t)
     fk = t.field()
     crypto.keyring.invalidate()
     version = crypto.keyring.primary(INDEX_KEYSET, kind="index").version

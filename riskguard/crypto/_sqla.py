@@ -196,7 +196,6 @@ class _Encrypted(TypeDecorator[Any]):
                 self.table, self.column, keyset=self.keyset, per_row=self.per_row,
                 per_subject=self.subject is not None,
             )  # fmt: skip
-            crypto.register_column(self)
             self._fk = fk
         return fk
 
@@ -402,10 +401,12 @@ def _subject_of(spec: _OrmSpec, f: _OrmField, target: Any) -> str | None:
 
 def _before_write(mapper: Mapper[Any], target: Any, spec: _OrmSpec, insert: bool) -> None:
     state = attributes.instance_state(target)
-    needs_row = any(f.type.per_row for f in spec.fields)
-    if insert:
-        _row_id(mapper, target, fill=True)  # client-side key defaults, which a subject may be
-    row = _row_id(mapper, target, fill=False) if needs_row else None
+    # On insert, client-side key defaults are filled in first: the row or the subject
+    # binding may be the primary key.
+    if insert or any(f.type.per_row for f in spec.fields):
+        row = _row_id(mapper, target, fill=insert)
+    else:
+        row = None
     context_changed = (
         insert
         or _changed(state, [p.key for p in _pk_props(mapper)])

@@ -32,7 +32,7 @@ from riskguard.crypto import (
     versions_in_use,
 )
 from riskguard.crypto._tables import key_table, keyset_table
-from riskguard.errors import KeyManagementError, ShreddedError
+from riskguard.errors import DecryptionError, KeyManagementError, ShreddedError
 from tests.conftest import SqlNamespace
 from tests.crypto.conftest import CryptoEnv
 from tests.crypto.drill_app import CACHE_TTL_S, PASSPHRASE, make_table, open_crypto
@@ -273,8 +273,9 @@ def test_restore_drill(crypto_env: CryptoEnv) -> None:
         conn.execute(key_table.delete())
         conn.execute(keyset_table.delete())
     c.keyring.invalidate()
-    with pytest.raises(Exception):  # noqa: B017 - nothing can decrypt after the wipe
+    with pytest.raises(DecryptionError) as wiped:  # nothing can decrypt after the wipe
         plain.decrypt(blobs[0])
+    assert wiped.value.check == "key"
     with pytest.raises(KeyManagementError, match="wrong passphrase"):
         import_keys(c.keyring, data, "wrong horse battery")
     doc = json.loads(data)
